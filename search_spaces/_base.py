@@ -1,0 +1,130 @@
+"""The contracts every search space and supernet implements."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+
+from torch import nn
+
+from search_spaces._arch import Arch, ArchValue
+
+
+class SearchSpaceError(ValueError):
+    """An arch, option or name that the search space does not accept."""
+
+
+class ChoiceSpace(ABC):
+    """A finite set of architectures described by flat, named categorical choices.
+
+    This is all a search driver needs: it suggests one value per choice, then asks the
+    space to ``decode`` the suggestion into a canonical ``Arch``. Spaces that can also be
+    trained as a weight-sharing supernet subclass ``SearchSpace``.
+    """
+
+    name: str = ""
+
+    @abstractmethod
+    def choices(self) -> dict[str, tuple[ArchValue, ...]]:
+        """Returns the flat, ordered choices: name -> allowed values (first is the default)."""
+
+    @abstractmethod
+    def decode(self, params: Mapping[str, ArchValue]) -> Arch:
+        """Returns the canonical arch for suggested ``params``.
+
+        Raises:
+            SearchSpaceError: a choice is missing, unknown, or has a value not allowed.
+        """
+
+    def sample(self, rng: random.Random) -> Arch:
+        """Returns a uniformly sampled arch (over the flat choices) drawn with ``rng``."""
+        return self.decode({name: rng.choice(values) for name, values in self.choices().items()})
+
+    def enumerate(self, limit: int = 1_000_000) -> Iterator[Arch]:
+        """Yields every distinct arch once.
+
+        Raises:
+            SearchSpaceError: the flat product of choices exceeds ``limit``.
+        """
+        choices = self.choices()
+        size = 1
+        for values in choices.values():
+            size *= len(values)
+        if size > limit:
+            raise SearchSpaceError(
+                f"search space {self.name!r} has {size} choice combinations, more than the "
+                f"limit of {limit} for enumeration; use a smaller configuration"
+            )
+        seen: set[Arch] = set()
+        names = list(choices)
+        for combo in itertools.product(*(choices[n] for n in names)):
+            arch = self.decode(dict(zip(names, combo)))
+            if arch not in seen:
+                seen.add(arch)
+                yield arch
+
+    def validate_params(self, params: Mapping[str, ArchValue]) -> None:
+        """Checks that ``params`` gives an allowed value for every choice.
+
+        Raises:
+            SearchSpaceError: naming the first missing, unknown or disallowed choice.
+        """
+        choices = self.choices()
+        unknown = sorted(set(params) - set(choices))
+        if unknown:
+            raise SearchSpaceError(
+                f"search space {self.name!r} has no choice {unknown[0]!r}; "
+                f"its choices are {sorted(choices)}"
+            )
+        for name, values in choices.items():
+            if name not in params:
+                raise SearchSpaceError(f"search space {self.name!r}: choice {name!r} is missing")
+            if params[name] not in values:
+                raise SearchSpaceError(
+                    f"search space {self.name!r}: choice {name!r} must be one of "
+                    f"{list(values)}, got {params[name]!r}"
+                )
+
+
+class Supernet(nn.Module, ABC):
+    """A weight-sharing network whose forward pass runs the currently active subnet."""
+
+    @abstractmethod
+    def set_active(self, arch: Arch) -> None:
+        """Makes ``arch`` the subnet that ``forward`` runs.
+
+        Raises:
+            SearchSpaceError: ``arch`` does not belong to this supernet's space.
+        """
+
+    @abstractmethod
+    def extract(self, arch: Arch) -> nn.Module:
+        """Returns a static module with copied weights whose outputs equal the supernet's
+        with ``arch`` active (in eval mode); it exports to ONNX and prunes like any model.
+
+        Raises:
+            SearchSpaceError: ``arch`` does not belong to this supernet's space.
+        """
+
+
+class SearchSpace(ChoiceSpace):
+    """A choice space that can be trained as one weight-sharing supernet."""
+
+    @abstractmethod
+    def max_arch(self) -> Arch:
+        """Returns the largest subnet (every choice at its most expensive value)."""
+
+    @abstractmethod
+    def min_arch(self) -> Arch:
+        """Returns the smallest subnet (every choice at its cheapest value)."""
+
+    @abstractmethod
+    def build_supernet(self, num_classes: int, in_channels: int) -> Supernet:
+        """Returns a freshly initialised supernet for the given classifier shape."""
+
+    def describe(self) -> str:
+        """Returns a one-paragraph, human-readable summary of the space."""
+        choices = self.choices()
+        return f"{len(choices)} choices"

@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pydantic
+import pytest
+import torch
+
+from search_spaces import Arch, MobileNetElasticOptions, SearchSpaceError, get_search_space
+from search_spaces.mobilenet_elastic import MobileNetElasticSpace
+
+TINY = {
+    "stem_channels": 8,
+    "stage_channels": [8, 16],
+    "stage_strides": [1, 2],
+    "use_se": [False, True],
+    "activations": ["relu", "hardswish"],
+    "depths": [1, 2],
+    "kernel_sizes": [3, 5],
+    "expand_ratios": [1, 2],
+    "head_channels": 16,
+}
+
+
+def _space(**options: object) -> MobileNetElasticSpace:
+    space = get_search_space("mobilenet_elastic", **options)
+    assert isinstance(space, MobileNetElasticSpace)
+    return space
+
+
+def test_default_choices_are_flat_and_named_per_stage_and_block() -> None:
+    space = _space()
+    choices = space.choices()
+    assert len(choices) == 4 * (1 + 3 * 2)
+    assert choices["d0"] == (1, 2, 3)
+    assert choices["k3_2"] == (3, 5)
+    assert choices["e2_0"] == (2, 3, 4)
+    assert "k0_3" not in choices
+    choices["d0"] = (9,)  # the caller's copy; the space is unchanged
+    assert space.choices()["d0"] == (1, 2, 3)
+
+
+def test_default_space_size_and_description() -> None:
+    space = _space()
+    assert space.num_archs() == (6 + 6**2 + 6**3) ** 4 == 4_430_766_096
+    text = space.describe()
+    assert "4,430,766,096 distinct architectures" in text
+    assert "28 flat choices" in text
+
+
+def test_max_and_min_archs_hold_python_ints() -> None:
+    space = _space()
+    big, small = space.max_arch(), space.min_arch()
+    assert all(type(v) is int for v in (*big.values(), *small.values()))
+    assert big["d1"] == 3 and big["k1_2"] == 5 and big["e1_2"] == 4
+    assert small["d1"] == 1 and small["k1_0"] == 3 and small["e1_0"] == 2
+
+
+def test_inactive_blocks_are_canonicalised() -> None:
+    space = _space()
+    params = dict(space.max_arch())
+    params.update({"d0": 1, "k0_1": 5, "e0_1": 4, "k0_2": 3, "e0_2": 3})
+    other = {**params, "k0_1": 3, "e0_1": 2, "k0_2": 5, "e0_2": 4}
+    a, b = space.decode(params), space.decode(other)
+    assert a == b
+    assert hash(a) == hash(b)
+    assert a.key() == b.key()
+    assert a["k0_1"] == 3 and a["e0_1"] == 2  # the first allowed values
+    # An active block's choice still matters.
+    assert space.decode({**params, "k0_0": 3}) != space.decode({**params, "k0_0": 5})
+
+
+def test_decode_accepts_equal_numbers_and_rejects_bools() -> None:
+    space = _space()
+    params = dict(space.min_arch())
+    arch = space.decode({**params, "d1": np.int64(2), "e1_0": 3.0})
+    assert arch["d1"] == 2 and type(arch["d1"]) is int
+    assert type(arch["e1_0"]) is int
+    with pytest.raises(
+        SearchSpaceError, match="choice 'd1' must be one of \\[1, 2, 3\\], got True"
+    ):
+        space.decode({**params, "d1": True})
+    with pytest.raises(SearchSpaceError, match="choice 'k0_0' must be one of \\[3, 5\\], got 7"):
+        space.decode({**params, "k0_0": 7})
+
+
+def test_enumerate_yields_exactly_num_archs_distinct_networks() -> None:
+    space = _space(**TINY)
+    assert space.num_archs() == (4 + 4**2) ** 2
+    archs = list(space.enumerate())
+    assert len(archs) == len(set(archs)) == space.num_archs()
+    cfgs = {space.net_cfg(a, num_classes=10, in_channels=1) for a in archs}
+    assert len(cfgs) == space.num_archs()  # distinct archs are distinct networks
+    with pytest.raises(SearchSpaceError, match="more than the limit of 10"):
+        next(space.enumerate(limit=10))
+
+
+def test_net_cfg_follows_the_arch() -> None:
+    space = _space()
+    arch = space.decode({**space.min_arch(), "d2": 2, "k2_1": 5, "e2_1": 4})
+    cfg = space.net_cfg(arch, num_classes=10, in_channels=3)
+    assert [len(stage) for stage in cfg.stages] == [1, 1, 2, 1]
+    first, second = cfg.stages[2]
+    assert (first.in_channels, first.out_channels, first.stride) == (24, 32, 2)
+    assert (second.in_channels, second.mid_channels, second.kernel_size) == (32, 128, 5)
+    assert second.has_skip and not first.has_skip
+    assert second.se_channels == 32 and cfg.stages[0][0].se_channels == 0
+    assert (cfg.stages[0][0].act, cfg.stages[3][0].act) == ("relu", "hardswish")
+
+
+def test_max_subnet_holds_every_supernet_weight() -> None:
+    space = _space()
+    supernet = space.build_supernet(10, 1)
+    subnet = supernet.extract(space.max_arch())
+    count = sum(p.numel() for p in supernet.parameters())
+    assert sum(p.numel() for p in subnet.parameters()) == count
+    small = supernet.extract(space.min_arch())
+    assert sum(p.numel() for p in small.parameters()) < count / 4
+
+
+def test_extract_keeps_dtype_and_a_stride_two_stem_works() -> None:
+    space = _space(stem_stride=2, dropout=0.2)
+    supernet = space.build_supernet(5, 3).double().eval()
+    arch = space.sample(random.Random(0))
+    supernet.set_active(dict(arch))
+    assert supernet.active_arch == arch
+    subnet = supernet.extract(arch)
+    assert next(subnet.parameters()).dtype == torch.float64
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(subnet(x), supernet(x), atol=1e-10, rtol=0)
+    assert subnet.forward_features(x).shape == (2, 128, 4, 4)
+    subnet.reset_classifier(7)
+    assert subnet(x).shape == (2, 7)
+
+
+@pytest.mark.parametrize(
+    ("options", "field", "message"),
+    [
+        ({"stage_strides": [1, 2]}, "", "stage_strides must have one entry per stage"),
+        ({"use_se": [True]}, "", "use_se must have one entry per stage"),
+        ({"kernel_sizes": [3, 4]}, "kernel_sizes", "kernel_sizes must all be odd"),
+        ({"depths": [2, 1]}, "depths", "depths must be strictly increasing, got [2, 1]"),
+        ({"expand_ratios": []}, "expand_ratios", "expand_ratios must not be empty"),
+        ({"stage_channels": []}, "stage_channels", "stage_channels must not be empty"),
+        ({"stage_channels": [16, 0, 32, 48]}, "stage_channels.1", "greater than 0"),
+        ({"activations": ["relu", "relu", "gelu", "relu"]}, "activations.2", "hardswish"),
+        ({"dropout": 1.0}, "dropout", "less than 1"),
+        ({"widths": [1]}, "widths", "Extra inputs are not permitted"),
+    ],
+)
+def test_options_are_validated(options: dict[str, object], field: str, message: str) -> None:
+    with pytest.raises(pydantic.ValidationError) as info:
+        get_search_space("mobilenet_elastic", **options)
+    error = info.value.errors()[0]
+    assert ".".join(str(part) for part in error["loc"]) == field
+    assert message in error["msg"]
+
+
+def test_options_are_frozen_and_hashable() -> None:
+    options = MobileNetElasticOptions()
+    with pytest.raises(pydantic.ValidationError):
+        options.head_channels = 3  # type: ignore[misc]
+    assert hash(options) == hash(MobileNetElasticOptions())
+    assert MobileNetElasticSpace().options == options
+
+
+def test_supernet_starts_at_the_max_arch() -> None:
+    space = _space(**TINY)
+    supernet = space.build_supernet(10, 1)
+    assert supernet.active_arch == space.max_arch()
+    assert isinstance(supernet.active_arch, Arch)
