@@ -1,0 +1,104 @@
+"""The result of one latency measurement."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Latency"]
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Summary statistics of repeated, timed inference runs.
+
+    Attributes:
+        median_ms: Median latency in milliseconds; the value to optimise.
+        p90_ms: 90th percentile in milliseconds (linear interpolation between samples).
+        mean_ms: Arithmetic mean in milliseconds.
+        cv: Coefficient of variation, population standard deviation over mean.
+        n: Number of timed runs.
+        samples_ms: The timed runs themselves, in order, or ``()`` when not kept.
+
+    Example:
+        >>> lat = Latency.from_samples([1.0, 2.0, 3.0, 4.0, 5.0])
+        >>> lat.median_ms, lat.n
+        (3.0, 5)
+    """
+
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    cv: float
+    n: int
+    samples_ms: tuple[float, ...] = field(default=(), repr=False)
+
+    @classmethod
+    def from_samples(cls, samples_ms: Sequence[float], *, keep_samples: bool = True) -> Latency:
+        """Summarises per-run latencies.
+
+        Args:
+            samples_ms: Latency of each timed run in milliseconds.
+            keep_samples: Whether to keep the raw samples on the result.
+
+        Returns:
+            The summary.
+
+        Raises:
+            ValueError: ``samples_ms`` is empty or holds a negative or non-finite value.
+        """
+        samples = tuple(float(s) for s in samples_ms)
+        if not samples:
+            raise ValueError("samples_ms: need at least one timed run, got none")
+        bad = [s for s in samples if not math.isfinite(s) or s < 0]
+        if bad:
+            raise ValueError(f"samples_ms: every sample must be finite and >= 0, got {bad[0]}")
+        mean = statistics.fmean(samples)
+        if len(samples) > 1:
+            p90 = statistics.quantiles(samples, n=10, method="inclusive")[8]
+        else:
+            p90 = samples[0]
+        return cls(
+            median_ms=statistics.median(samples),
+            p90_ms=p90,
+            mean_ms=mean,
+            cv=statistics.pstdev(samples) / mean if mean > 0 else 0.0,
+            n=len(samples),
+            samples_ms=samples if keep_samples else (),
+        )
+
+    def to_dict(self, *, samples: bool = True) -> dict[str, Any]:
+        """Returns a JSON-serialisable dict of the fields.
+
+        Args:
+            samples: Whether to include ``samples_ms`` (as a list).
+        """
+        out: dict[str, Any] = {
+            "median_ms": self.median_ms,
+            "p90_ms": self.p90_ms,
+            "mean_ms": self.mean_ms,
+            "cv": self.cv,
+            "n": self.n,
+        }
+        if samples:
+            out["samples_ms"] = list(self.samples_ms)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Latency:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            KeyError: A summary field is missing.
+        """
+        return cls(
+            median_ms=float(data["median_ms"]),
+            p90_ms=float(data["p90_ms"]),
+            mean_ms=float(data["mean_ms"]),
+            cv=float(data["cv"]),
+            n=int(data["n"]),
+            samples_ms=tuple(float(s) for s in data.get("samples_ms", ())),
+        )

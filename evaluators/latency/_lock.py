@@ -1,0 +1,250 @@
+"""Keeping latency measurements and compute apart on a shared device, across processes."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["DeviceLock"]
+
+logger = logging.getLogger(__name__)
+
+_LOCK_DIRNAME = "hwnas-locks"
+_POLL_MIN_S = 0.001
+_POLL_MAX_S = 0.05
+
+
+_Mode = Literal["compute", "measure"]
+
+# The lock files the current thread holds: path -> mode. Inner blocks of the same mode
+# find their path here and pass straight through; the outermost block releases.
+_local = threading.local()
+
+
+def _holds() -> dict[str, _Mode]:
+    holds: dict[str, _Mode] | None = getattr(_local, "holds", None)
+    if holds is None:
+        holds = _local.holds = {}
+    return holds
+
+
+def _forget_holds_in_child() -> None:
+    # A forked child inherits the descriptors but does not own the parent's locks; the
+    # parent releases them with LOCK_UN, which frees them for every duplicate.
+    global _local
+    _local = threading.local()
+
+
+os.register_at_fork(after_in_child=_forget_holds_in_child)
+
+
+class DeviceLock:
+    """A cross-process readers-writer lock for one device, with writer preference.
+
+    Training and evaluation hold the lock *shared* (:meth:`compute`), so any number of
+    them may run together; a latency measurement holds it *exclusively*
+    (:meth:`measure`), so it never overlaps compute on the same device. Every process on
+    the host (Ray workers included) that uses the same device name and lock directory
+    coordinates through two ``flock`` files:
+
+    * ``<device>.lock``, held shared by compute and exclusively by a measurement;
+    * ``<device>.turnstile.lock``, which compute passes through briefly and a measurement
+      holds throughout. Once a measurement is waiting, new compute queues behind it, so
+      a steady stream of overlapping compute cannot starve measurements.
+
+    Locks belong to open file descriptions, so a process that dies releases its locks.
+    Nested :meth:`compute` blocks in one thread are re-entrant (also across instances for
+    the same device); :meth:`measure` nests inside :meth:`measure`. Mixing the two in one
+    thread raises ``RuntimeError`` instead of deadlocking. Instances hold no descriptors
+    between blocks and pickle cleanly.
+
+    Args:
+        device: Device name, e.g. ``"cpu"``, ``"cuda"`` (the current CUDA device) or
+            ``"cuda:1"``. CUDA devices are identified by UUID where torch reports one, so
+            processes with different ``CUDA_VISIBLE_DEVICES`` agree on a physical GPU.
+        lock_dir: Directory for the lock files; defaults to
+            ``<tempfile.gettempdir()>/hwnas-locks``. All cooperating processes must use
+            the same one.
+        timeout: Seconds to wait for the lock before ``TimeoutError``; ``None`` waits
+            for as long as it takes.
+
+    Example:
+        >>> lock = DeviceLock("cpu")
+        >>> with lock.compute():
+        ...     pass  # train or evaluate
+        >>> with lock.measure():
+        ...     pass  # time inference
+    """
+
+    def __init__(
+        self,
+        device: str = "cpu",
+        *,
+        lock_dir: str | os.PathLike[str] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout: must be >= 0 or None, got {timeout}")
+        self.device = device
+        self.lock_dir = (
+            Path(lock_dir) if lock_dir is not None else Path(tempfile.gettempdir()) / _LOCK_DIRNAME
+        )
+        self.timeout = timeout
+        self._key: str | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        # "cuda" means the current device of whichever process uses the lock: resolve anew.
+        return {**self.__dict__, "_key": None}
+
+    def __repr__(self) -> str:
+        return f"DeviceLock(device={self.device!r}, lock_dir={str(self.lock_dir)!r})"
+
+    @property
+    def path(self) -> Path:
+        """The main lock file (shared for compute, exclusive for measurement)."""
+        return self.lock_dir / f"{self._device_key()}.lock"
+
+    @property
+    def turnstile_path(self) -> Path:
+        """The turnstile lock file that gives waiting measurements priority."""
+        return self.lock_dir / f"{self._device_key()}.turnstile.lock"
+
+    @contextmanager
+    def compute(self) -> Iterator[None]:
+        """Holds the device shared: other compute may run, measurements wait.
+
+        Raises:
+            RuntimeError: This thread is inside :meth:`measure` for the same device.
+            TimeoutError: The lock was not acquired within ``timeout`` seconds.
+        """
+        main = str(self.path)
+        held = _holds().get(main)
+        if held is not None:
+            if held != "compute":
+                raise RuntimeError(
+                    f"DeviceLock({self.device!r}).compute() inside measure() in the same thread: "
+                    "compute must not overlap a measurement; leave the measure() block first"
+                )
+            yield  # re-entered: the outermost compute() block holds the lock
+            return
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        main_fd = self._open(self.path)
+        try:
+            turnstile_fd = self._open(self.turnstile_path)
+            try:
+                _flock(turnstile_fd, fcntl.LOCK_EX, deadline, self.turnstile_path)
+                _flock(main_fd, fcntl.LOCK_SH, deadline, self.path)
+            finally:
+                _release(turnstile_fd)
+            yield from _held(main, "compute")
+        finally:
+            _release(main_fd)
+
+    @contextmanager
+    def measure(self) -> Iterator[None]:
+        """Holds the device exclusively: waits for running compute, blocks new compute.
+
+        Raises:
+            RuntimeError: This thread is inside :meth:`compute` for the same device.
+            TimeoutError: The lock was not acquired within ``timeout`` seconds.
+        """
+        main = str(self.path)
+        held = _holds().get(main)
+        if held is not None:
+            if held != "measure":
+                raise RuntimeError(
+                    f"DeviceLock({self.device!r}).measure() inside compute() in the same thread "
+                    "would wait for itself; leave the compute() block before measuring"
+                )
+            yield  # re-entered: the outermost measure() block holds the lock
+            return
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        turnstile_fd = self._open(self.turnstile_path)
+        try:
+            _flock(turnstile_fd, fcntl.LOCK_EX, deadline, self.turnstile_path)
+            main_fd = self._open(self.path)
+            try:
+                _flock(main_fd, fcntl.LOCK_EX, deadline, self.path)
+                logger.debug("measuring exclusively on %s", self.device)
+                yield from _held(main, "measure")
+            finally:
+                _release(main_fd)
+        finally:
+            _release(turnstile_fd)
+
+    def _open(self, path: Path) -> int:
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        # flock needs no write access, so a lock file another user created still works.
+        return os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+
+    def _device_key(self) -> str:
+        if self._key is None:
+            self._key = re.sub(r"[^A-Za-z0-9_.-]", "_", _resolve_device(self.device))
+        return self._key
+
+
+def _held(path: str, mode: _Mode) -> Iterator[None]:
+    holds = _holds()
+    holds[path] = mode
+    try:
+        yield
+    finally:
+        holds.pop(path, None)
+
+
+def _flock(fd: int, operation: int, deadline: float | None, path: Path) -> None:
+    if deadline is None:
+        fcntl.flock(fd, operation)
+        return
+    delay = _POLL_MIN_S
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return
+        except OSError as err:
+            if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"timed out waiting for the device lock {path}")
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, _POLL_MAX_S)
+
+
+def _release(fd: int) -> None:
+    # Unlock before closing: duplicates of the descriptor in forked children (e.g. data
+    # loader workers) would otherwise keep the lock held after this process lets go.
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _resolve_device(device: str) -> str:
+    """Maps a device name to a host-wide identity for the lock file name."""
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if match is None:
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        index = int(match.group(1)) if match.group(1) else torch.cuda.current_device()
+        uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+        if uuid is not None:
+            return f"cuda-{uuid}"
+    else:
+        index = int(match.group(1) or 0)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+    if 0 <= index < len(visible) and visible[index].strip():
+        return f"cuda-{visible[index].strip()}"
+    return f"cuda-{index}"

@@ -1,0 +1,147 @@
+"""Measuring, caching and serialising latency for one hardware profile."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from evaluators.latency._cache import LatencyCache
+from evaluators.latency._latency import Latency
+from evaluators.latency._lock import DeviceLock
+from evaluators.latency._registry import get_backend
+
+if TYPE_CHECKING:
+    from evaluators.latency._base import LatencyBackend, ModelLike
+    from hwprofiles import HardwareProfile
+
+__all__ = ["LatencyMeter"]
+
+logger = logging.getLogger(__name__)
+
+
+class LatencyMeter:
+    """Measures inference latency of models on the hardware a profile describes.
+
+    Each :meth:`measure` replaces the batch dimension with ``profile.batch_size``, looks
+    the architecture up in the cache when a ``key`` is given, and otherwise times
+    ``profile.warmup`` + ``profile.repeats`` runs with the profile's backend while holding
+    the device lock exclusively, so no training or evaluation that holds
+    :meth:`DeviceLock.compute` on the same device runs meanwhile.
+
+    Args:
+        profile: Where and how to measure.
+        cache: Where measurements are kept; defaults to an in-memory cache. Pass a
+            file-backed :class:`LatencyCache` to share results between processes and runs.
+        lock: The device lock; defaults to ``DeviceLock(profile.device)`` in the default
+            lock directory, which is what compute code should use too.
+        backend: The timing backend; defaults to ``get_backend(profile)``.
+
+    Attributes:
+        hits: Measurements answered from the cache.
+        misses: Keyed measurements that had to be timed.
+
+    Raises:
+        BackendUnavailable: The profile's backend cannot run here.
+
+    Example:
+        >>> from torch import nn
+        >>> from hwprofiles import load_profile
+        >>> meter = LatencyMeter(load_profile("cpu"))
+        >>> lat = meter.measure(nn.Conv2d(3, 8, 3), (1, 3, 32, 32), key="conv3x3-8")
+        >>> lat.n
+        100
+    """
+
+    def __init__(
+        self,
+        profile: HardwareProfile,
+        *,
+        cache: LatencyCache | None = None,
+        lock: DeviceLock | None = None,
+        backend: LatencyBackend | None = None,
+    ) -> None:
+        self.profile = profile
+        self.cache = cache if cache is not None else LatencyCache()
+        self.lock = lock if lock is not None else DeviceLock(profile.device)
+        self.backend = backend if backend is not None else get_backend(profile)
+        self.hits = 0
+        self.misses = 0
+
+    def __repr__(self) -> str:
+        return f"LatencyMeter(profile={self.profile.name!r}, backend={self.backend.name!r})"
+
+    def input_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        """Returns ``input_shape`` with its batch dimension set to ``profile.batch_size``.
+
+        Raises:
+            ValueError: The shape is empty or has a dimension that is not a positive int.
+        """
+        dims = tuple(input_shape)
+        if not dims or any(not isinstance(d, int) or isinstance(d, bool) or d <= 0 for d in dims):
+            raise ValueError(
+                f"input_shape: must be positive ints with the batch first, got {dims}"
+            )
+        return (self.profile.batch_size, *dims[1:])
+
+    def measure(
+        self, model: ModelLike, input_shape: Sequence[int], *, key: str | None = None
+    ) -> Latency:
+        """Returns the latency of ``model`` on this meter's profile.
+
+        Args:
+            model: A torch module (timed in eval mode; its train/eval flags are restored
+                afterwards), or for ONNX-based backends ONNX bytes or a ``.onnx`` path.
+            input_shape: Input shape, batch first; the batch size is the profile's.
+            key: A stable architecture key. With a key, a cached result for the same
+                key, profile fingerprint and input shape is returned without timing, and
+                a new measurement is stored.
+
+        Returns:
+            The measured (or cached) latency.
+
+        Raises:
+            ValueError: ``input_shape`` is malformed.
+            TypeError: The backend cannot time this kind of model.
+            TimeoutError: The device lock has a timeout and it passed.
+        """
+        shape = self.input_shape(input_shape)
+        fingerprint = self.profile.fingerprint()
+        if key is not None:
+            cached = self.cache.get(key, fingerprint, shape)
+            if cached is not None:
+                self.hits += 1
+                return cached
+            self.misses += 1
+
+        with _eval_mode(model), self.lock.measure():
+            samples = self.backend.time(
+                model, shape, warmup=self.profile.warmup, repeats=self.profile.repeats
+            )
+        latency = Latency.from_samples(samples)
+        logger.debug(
+            "%s on %s %s: median %.3f ms, p90 %.3f ms, cv %.3f",
+            key or type(model).__name__, self.profile.name, shape,
+            latency.median_ms, latency.p90_ms, latency.cv,
+        )
+        if key is not None:
+            self.cache.put(key, fingerprint, shape, latency)
+        return latency
+
+
+@contextmanager
+def _eval_mode(model: object) -> Iterator[None]:
+    """Puts a module in eval mode for the block, then restores each submodule's flag."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training

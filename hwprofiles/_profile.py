@@ -1,0 +1,240 @@
+"""Hardware profiles: what to measure latency on, and how.
+
+A profile is data. It names the device, the inference backend, the numeric precision,
+the batch size and the measurement protocol (threads, warm-up, repeats), plus the Ray
+resources a measurement needs so a cluster can schedule it where the hardware is.
+Evaluators take a profile as input; this module never measures anything itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+__all__ = ["HardwareProfile", "ProfileError", "list_profiles", "load_profile"]
+
+# Bumped whenever the meaning of a fingerprinted field changes, so that cached
+# measurements taken under the old meaning stop matching.
+_FINGERPRINT_VERSION = 1
+
+# Fields that change what a latency measurement returns. Name, description and the
+# Ray resources only decide where and under which label a measurement runs.
+_MEASUREMENT_FIELDS = (
+    "device", "backend", "precision", "batch_size", "threads", "warmup", "repeats",
+)
+
+_PACKAGE = "hwprofiles"
+_SUFFIXES = (".yaml", ".yml")
+
+
+class ProfileError(ValueError):
+    """A hardware profile that cannot be found, parsed or validated."""
+
+
+class HardwareProfile(BaseModel):
+    """Where and how latency is measured.
+
+    Args:
+        name: Short identifier, e.g. ``"cpu"``; defaults to the YAML file's stem.
+        description: Free text shown in reports.
+        device: ``"cpu"`` or ``"cuda"``.
+        backend: ``"torch"``, ``"onnxruntime"`` (CPU) or ``"tensorrt"`` (CUDA).
+        precision: ``"fp32"``, ``"fp16"`` (CUDA only) or ``"int8"`` (onnxruntime or TensorRT).
+        batch_size: Batch dimension used for every measurement.
+        threads: Intra-op CPU threads, or ``None`` for the backend's default.
+        warmup: Untimed runs before the timed ones.
+        repeats: Timed runs; statistics are computed over these.
+        resources: Ray resources one measurement needs, e.g. ``{"CPU": 1, "GPU": 1}``.
+
+    Example:
+        >>> profile = HardwareProfile(name="laptop", device="cpu", backend="onnxruntime")
+        >>> profile.precision, profile.batch_size
+        ('fp32', 1)
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    device: Literal["cpu", "cuda"]
+    backend: Literal["torch", "onnxruntime", "tensorrt"]
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    batch_size: int = Field(default=1, gt=0)
+    threads: int | None = Field(default=None, gt=0)
+    warmup: int = Field(default=20, ge=0)
+    repeats: int = Field(default=100, ge=5)
+    resources: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0})
+
+    @field_validator("resources")
+    @classmethod
+    def _check_resources(cls, value: dict[str, float]) -> dict[str, float]:
+        for key, amount in value.items():
+            if not key:
+                raise ValueError("resource names must be non-empty")
+            if not math.isfinite(amount) or amount < 0:
+                raise ValueError(f"resource {key!r} must be a finite amount >= 0, got {amount}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> HardwareProfile:
+        if self.backend == "onnxruntime" and self.device != "cpu":
+            raise ValueError(
+                f"device: backend 'onnxruntime' measures on 'cpu' only, got {self.device!r}"
+            )
+        if self.backend == "tensorrt" and self.device != "cuda":
+            raise ValueError(f"device: backend 'tensorrt' needs 'cuda', got {self.device!r}")
+        if self.precision == "fp16" and self.device != "cuda":
+            raise ValueError(
+                "precision: 'fp16' needs device 'cuda' (backend 'torch' or 'tensorrt'); "
+                f"on {self.device!r} use 'fp32' (or 'int8' with backend 'onnxruntime')"
+            )
+        if self.precision == "int8" and self.backend == "torch":
+            raise ValueError(
+                "precision: 'int8' needs backend 'onnxruntime' or 'tensorrt'; "
+                "backend 'torch' supports 'fp32' and 'fp16'"
+            )
+        return self
+
+    def fingerprint(self) -> str:
+        """Returns a stable hash of the fields that change a measurement's result.
+
+        Two profiles with the same device, backend, precision, batch size, threads,
+        warm-up and repeats share a fingerprint whatever their name, description or
+        resources, so cached latencies carry over between them.
+
+        Returns:
+            16 hexadecimal characters, identical across processes and Python versions.
+        """
+        payload = {field: getattr(self, field) for field in _MEASUREMENT_FIELDS}
+        payload["version"] = _FINGERPRINT_VERSION
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def list_profiles() -> list[str]:
+    """Returns the names of the profiles shipped with the package, sorted.
+
+    Returns:
+        Names accepted by :func:`load_profile`, e.g. ``["cpu", "cpu-torch", "h200"]``.
+    """
+    names = [
+        entry.name.rsplit(".", 1)[0]
+        for entry in resources.files(_PACKAGE).iterdir()
+        if entry.is_file() and entry.name.endswith(_SUFFIXES)
+    ]
+    return sorted(names)
+
+
+def load_profile(name_or_path: str | os.PathLike[str]) -> HardwareProfile:
+    """Loads a shipped profile by name, or a profile from a YAML file.
+
+    Args:
+        name_or_path: A shipped profile name (see :func:`list_profiles`), or the path
+            of a YAML file holding one mapping of profile fields.
+
+    Returns:
+        The validated profile.
+
+    Raises:
+        ProfileError: The name is unknown, the file is missing or not valid YAML, or a
+            key is unknown, missing or has a value that is not allowed. The message
+            names the file and the key and gives the allowed values.
+
+    Example:
+        >>> load_profile("cpu").backend
+        'onnxruntime'
+    """
+    if _looks_like_path(name_or_path):
+        path = Path(name_or_path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise ProfileError(f"{path}: cannot read hardware profile ({err.strerror}).") from err
+        return _parse(text, source=str(path), default_name=path.stem)
+
+    name = str(name_or_path)
+    available = list_profiles()
+    if name not in available:
+        raise ProfileError(
+            f"Unknown hardware profile {name!r}. Available profiles: {', '.join(available)}; "
+            "or pass the path of a YAML file."
+        )
+    entry = resources.files(_PACKAGE).joinpath(f"{name}.yaml")
+    return _parse(entry.read_text(encoding="utf-8"), source=f"hwprofiles/{name}.yaml",
+                  default_name=name)
+
+
+def _looks_like_path(name_or_path: str | os.PathLike[str]) -> bool:
+    if not isinstance(name_or_path, str):
+        return True
+    return (
+        name_or_path.endswith(_SUFFIXES)
+        or os.sep in name_or_path
+        or (os.altsep is not None and os.altsep in name_or_path)
+    )
+
+
+def _parse(text: str, *, source: str, default_name: str) -> HardwareProfile:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        detail = " ".join(str(err).split())
+        raise ProfileError(f"{source}: not valid YAML: {detail}") from err
+    if not isinstance(data, dict):
+        raise ProfileError(
+            f"{source}: a hardware profile must be a YAML mapping of fields "
+            f"({', '.join(HardwareProfile.model_fields)}), got {type(data).__name__}."
+        )
+    data.setdefault("name", default_name)
+    try:
+        return HardwareProfile.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(_describe(error) for error in err.errors())
+        raise ProfileError(f"{source}: invalid hardware profile: {problems}.") from None
+
+
+def _describe(error: Any) -> str:
+    """Turns one pydantic error into ``key: rule, got value``."""
+    key = ".".join(str(part) for part in error["loc"])
+    kind = error["type"]
+    ctx = error.get("ctx", {})
+    got = error.get("input")
+    if kind == "literal_error":
+        return f"{key}: must be one of {ctx['expected'].replace(' or ', ', ')}, got {got!r}"
+    if kind == "extra_forbidden":
+        allowed = ", ".join(HardwareProfile.model_fields)
+        return f"{key}: unknown key (allowed keys: {allowed})"
+    if kind == "missing":
+        allowed = _allowed_values(key)
+        return f"{key}: required key is missing" + (f" (one of {allowed})" if allowed else "")
+    if kind in ("greater_than", "greater_than_equal"):
+        op = ">" if kind == "greater_than" else ">="
+        bound = ctx.get("gt", ctx.get("ge"))
+        return f"{key}: must be {op} {bound}, got {got!r}"
+    if kind == "value_error":
+        message = str(ctx.get("error", error["msg"]))
+        return f"{key}: {message}" if key else message
+    return f"{key}: {error['msg'].lower()}, got {got!r}"
+
+
+def _allowed_values(key: str) -> str:
+    """Returns the allowed values of a ``Literal`` field as ``'a', 'b'``, or ``""``."""
+    field = HardwareProfile.model_fields.get(key)
+    if field is None or get_origin(field.annotation) is not Literal:
+        return ""
+    return ", ".join(repr(value) for value in get_args(field.annotation))

@@ -1,0 +1,270 @@
+from __future__ import annotations
+
+import io
+import math
+import pickle
+import re
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from evaluators.latency import (
+    BackendUnavailable,
+    DeviceLock,
+    Latency,
+    LatencyBackend,
+    LatencyCache,
+    LatencyMeter,
+    get_backend,
+)
+from hwprofiles import HardwareProfile, load_profile
+
+CPU_PROFILES = ["cpu", "cpu-torch"]
+SHAPE = (1, 3, 16, 16)
+
+
+def _profile(name: str, **changes: Any) -> HardwareProfile:
+    """A shipped profile with a shorter protocol, validated like a YAML file."""
+    fields = {**load_profile(name).model_dump(), "warmup": 2, "repeats": 10, **changes}
+    return HardwareProfile(**fields)
+
+
+def _net() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
+    )
+
+
+class _Counting(LatencyBackend):
+    """Delegates to a real backend and counts the calls."""
+
+    def __init__(self, inner: LatencyBackend) -> None:
+        super().__init__(inner.profile)
+        self.inner, self.calls = inner, 0
+
+    def time(self, model: Any, input_shape: tuple[int, ...], *, warmup: int,
+             repeats: int) -> list[float]:
+        self.calls += 1
+        return self.inner.time(model, input_shape, warmup=warmup, repeats=repeats)
+
+
+class _Probe(nn.Module):
+    """Records the batch size, thread count and grad mode of every forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.seen: list[tuple[int, int, bool]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append((x.shape[0], torch.get_num_threads(), torch.is_inference_mode_enabled()))
+        return self.conv(x)
+
+
+@pytest.fixture
+def lock(tmp_path: Path) -> DeviceLock:
+    return DeviceLock("cpu", lock_dir=tmp_path / "locks", timeout=60)
+
+
+def test_latency_from_samples_hand_computed() -> None:
+    lat = Latency.from_samples([5.0, 1.0, 4.0, 2.0, 3.0])
+    assert (lat.median_ms, lat.mean_ms, lat.n) == (3.0, 3.0, 5)
+    assert lat.p90_ms == pytest.approx(4.6)  # 0.9 of the way from 1.0 to 5.0, interpolated
+    assert lat.cv == pytest.approx(math.sqrt(2) / 3)
+    assert lat.samples_ms == (5.0, 1.0, 4.0, 2.0, 3.0)
+    assert Latency.from_dict(lat.to_dict()) == lat
+    assert "samples_ms" not in lat.to_dict(samples=False)
+    assert Latency.from_samples([2.0], keep_samples=False) == Latency(2.0, 2.0, 2.0, 0.0, 1)
+
+
+@pytest.mark.parametrize("samples", [[], [1.0, -1.0], [1.0, float("nan")]])
+def test_latency_rejects_bad_samples(samples: list[float]) -> None:
+    with pytest.raises(ValueError, match="samples_ms"):
+        Latency.from_samples(samples)
+
+
+@pytest.mark.parametrize("name", CPU_PROFILES)
+def test_meter_measures_on_each_cpu_backend(name: str, lock: DeviceLock) -> None:
+    profile = _profile(name)
+    model = _net().train()
+    model[1].eval()  # mixed flags must come back exactly
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    lat = LatencyMeter(profile, lock=lock).measure(model, SHAPE)
+
+    assert lat.median_ms > 0 and lat.p90_ms >= lat.median_ms
+    assert math.isfinite(lat.cv) and lat.cv >= 0
+    assert lat.n == profile.repeats == len(lat.samples_ms)
+    assert model.training and model[0].training and not model[1].training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_onnxruntime_int8_times_a_quantised_graph(lock: DeviceLock) -> None:
+    import onnx
+
+    from evaluators.latency._onnx import to_onnx
+
+    quantised = onnx.load_from_string(to_onnx(_net().eval(), SHAPE, int8=True))
+    assert "QuantizeLinear" in {node.op_type for node in quantised.graph.node}
+    lat = LatencyMeter(_profile("cpu", precision="int8"), lock=lock).measure(_net(), SHAPE)
+    assert lat.median_ms > 0 and lat.n == 10
+
+
+def test_onnxruntime_times_onnx_bytes_and_files(tmp_path: Path, lock: DeviceLock) -> None:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_net().eval(), (torch.randn(SHAPE),), buffer, dynamo=False,
+                          opset_version=17)
+    path = tmp_path / "net.onnx"
+    path.write_bytes(buffer.getvalue())
+    meter = LatencyMeter(_profile("cpu"), lock=lock)
+    assert meter.measure(buffer.getvalue(), SHAPE).median_ms > 0
+    assert meter.measure(path, SHAPE).median_ms > 0
+    with pytest.raises(TypeError, match="torch backend times torch.nn.Module"):
+        LatencyMeter(_profile("cpu-torch"), lock=lock).measure(path, SHAPE)
+
+
+def test_torch_backend_uses_profile_batch_and_threads_then_restores(lock: DeviceLock) -> None:
+    threads_before = torch.get_num_threads()
+    probe = _Probe()
+    meter = LatencyMeter(_profile("cpu-torch", batch_size=3, threads=1), lock=lock)
+    meter.measure(probe, (64, 3, 8, 8))
+    assert probe.seen and len(probe.seen) == 2 + 10  # warm-up + repeats
+    assert set(probe.seen) == {(3, 1, True)}
+    assert torch.get_num_threads() == threads_before
+    assert meter.input_shape((64, 3, 8, 8)) == (3, 3, 8, 8)
+
+
+@pytest.mark.parametrize("shape", [(), (1, 0, 8, 8), (1, 3, 8.0, 8)])
+def test_meter_rejects_bad_shapes(shape: tuple[Any, ...], lock: DeviceLock) -> None:
+    with pytest.raises(ValueError, match="input_shape"):
+        LatencyMeter(_profile("cpu-torch"), lock=lock).measure(_net(), shape)
+
+
+@pytest.mark.parametrize("name", CPU_PROFILES)
+def test_second_measure_with_same_key_is_a_cache_hit(name: str, lock: DeviceLock) -> None:
+    profile = _profile(name)
+    backend = _Counting(get_backend(profile))
+    meter = LatencyMeter(profile, lock=lock, backend=backend)
+    first = meter.measure(_net(), SHAPE, key="arch-1")
+    second = meter.measure(_net(), SHAPE, key="arch-1")
+    assert second == first
+    assert (meter.hits, meter.misses, backend.calls) == (1, 1, 1)
+    meter.measure(_net(), (1, 3, 8, 8), key="arch-1")  # another shape is another entry
+    meter.measure(_net(), SHAPE)  # no key: always timed, never stored
+    assert (meter.hits, meter.misses, backend.calls) == (1, 2, 3)
+    assert len(meter.cache) == 2
+
+
+def test_cache_persists_across_instances_on_one_file(tmp_path: Path, lock: DeviceLock) -> None:
+    path = tmp_path / "cache" / "latency.db"
+    profile = _profile("cpu")
+    with LatencyCache(path) as cache:
+        first = LatencyMeter(profile, cache=cache, lock=lock).measure(_net(), SHAPE, key="a")
+
+    reopened = LatencyCache(path)
+    assert len(reopened) == 1
+    assert reopened.get("a", profile.fingerprint(), SHAPE) == first
+    assert reopened.get("a", _profile("cpu", threads=2).fingerprint(), SHAPE) is None
+
+    backend = _Counting(get_backend(profile))
+    meter = LatencyMeter(profile, cache=reopened, lock=lock, backend=backend)
+    assert meter.measure(_net(), SHAPE, key="a") == first
+    assert (meter.hits, backend.calls) == (1, 0)
+
+    clone = pickle.loads(pickle.dumps(reopened))  # e.g. sent to a Ray worker
+    assert clone.get("a", profile.fingerprint(), SHAPE) == first
+
+
+def test_in_memory_cache_pickles_with_its_rows() -> None:
+    cache = LatencyCache()
+    lat = Latency.from_samples([1.0, 2.0, 3.0, 4.0, 5.0])
+    cache.put("k", "fp", (1, 3, 8, 8), lat)
+    cache.put("k", "fp", (1, 3, 8, 8), lat)  # replaces, does not duplicate
+    clone = pickle.loads(pickle.dumps(cache))
+    assert len(clone) == 1 and clone.get("k", "fp", (1, 3, 8, 8)) == lat
+    clone.put("other", "fp", (1,), lat)
+    assert len(cache) == 1
+
+
+def _put_many(path: str, worker: int, count: int) -> None:
+    cache = LatencyCache(path)
+    for i in range(count):
+        cache.put(f"w{worker}-{i}", "fp", (1, 3, 8, 8), Latency.from_samples([1.0, float(i + 1)]))
+
+
+def test_cache_is_safe_for_concurrent_writers(tmp_path: Path) -> None:
+    import multiprocessing
+
+    path = str(tmp_path / "latency.db")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_put_many, args=(path, w, 50)) for w in range(2)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+    assert [proc.exitcode for proc in procs] == [0, 0]
+    cache = LatencyCache(path)
+    assert len(cache) == 100
+    assert cache.get("w1-49", "fp", (1, 3, 8, 8)) == Latency.from_samples([1.0, 50.0])
+
+
+@pytest.mark.parametrize(("name", "backend"), [("cpu", "onnxruntime"), ("cpu-torch", "torch")])
+def test_get_backend_follows_profile(name: str, backend: str) -> None:
+    assert get_backend(load_profile(name)).name == backend
+
+
+def _tensorrt_runs_here() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def test_tensorrt_backend_runs_or_says_why_not(lock: DeviceLock) -> None:
+    profile = HardwareProfile(name="trt", device="cuda", backend="tensorrt", precision="fp16",
+                              warmup=2, repeats=10)
+    if _tensorrt_runs_here():
+        lat = LatencyMeter(profile, lock=DeviceLock("cuda", lock_dir=lock.lock_dir)).measure(
+            _net(), SHAPE)
+        assert lat.median_ms > 0 and lat.n == 10
+        return
+    expected = (r"^TensorRT backend skipped: (tensorrt is not installed "
+                + re.escape("(pip install 'hwnas[tensorrt]')")
+                + r"|no CUDA GPU is visible \(torch.cuda.is_available\(\) is False\))$")
+    with pytest.raises(BackendUnavailable, match=expected):
+        get_backend(profile)
+    with pytest.raises(BackendUnavailable, match=expected):
+        LatencyMeter(profile, lock=lock)
+
+
+def test_torch_cuda_backend_without_gpu_says_why() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible")
+    with pytest.raises(BackendUnavailable, match=r"^torch CUDA backend skipped: no CUDA GPU"):
+        get_backend(load_profile("h200"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_torch_cuda_backend_measures_without_moving_the_model(
+    precision: str, tmp_path: Path
+) -> None:
+    profile = _profile("h200", precision=precision)
+    model = _net()
+    start = time.monotonic()
+    lat = LatencyMeter(profile, lock=DeviceLock("cuda", lock_dir=tmp_path)).measure(model, SHAPE)
+    assert lat.median_ms > 0 and lat.p90_ms >= lat.median_ms and lat.n == 10
+    assert lat.median_ms < (time.monotonic() - start) * 1000
+    assert next(model.parameters()).device.type == "cpu"
+    assert next(model.parameters()).dtype == torch.float32
