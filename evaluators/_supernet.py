@@ -1,0 +1,112 @@
+"""Supernet training: the sandwich rule with in-place distillation.
+
+Each step trains the largest subnet on the labels, then the smallest and a few random
+subnets on the largest one's soft predictions, accumulating the gradients of all of them
+before one optimiser step (Yu et al., "BigNAS", ECCV 2020; Cai et al., "Once-for-All",
+ICLR 2020).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from evaluators._accuracy import accuracy, recalibrate_batchnorm
+from evaluators._data import DataSplits
+from evaluators._train import ComputeGuard, EpochCallback, OptimConfig, train
+from search_spaces import SearchSpace, Supernet
+
+
+@dataclass(frozen=True)
+class SandwichConfig:
+    """How many subnets each step trains and how the small ones learn from the largest."""
+
+    random_subnets: int = 2
+    temperature: float = 1.0
+    label_smoothing: float = 0.1
+
+
+class SandwichStep:
+    """A ``TrainStep`` for supernets: largest on labels, others distilled from it."""
+
+    def __init__(self, space: SearchSpace, config: SandwichConfig, rng: random.Random) -> None:
+        self.space = space
+        self.config = config
+        self.rng = rng
+        self._max = space.max_arch()
+        self._min = space.min_arch()
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Back-propagates the sandwich losses of one batch; returns the largest's loss."""
+        assert isinstance(model, Supernet)
+        t = self.config.temperature
+        model.set_active(self._max)
+        teacher_logits = model(x)
+        loss = F.cross_entropy(teacher_logits, y, label_smoothing=self.config.label_smoothing)
+        loss.backward()
+        soft_targets = F.softmax(teacher_logits.detach() / t, dim=1)
+        students = [self._min] + [self.space.sample(self.rng) for _ in range(self.config.random_subnets)]
+        for arch in students:
+            model.set_active(arch)
+            log_probs = F.log_softmax(model(x) / t, dim=1)
+            kd = F.kl_div(log_probs, soft_targets, reduction="batchmean") * (t * t)
+            kd.backward()
+        model.set_active(self._max)
+        return float(loss.detach())
+
+
+@dataclass(frozen=True)
+class SupernetResult:
+    """What supernet training leaves behind besides the weights."""
+
+    losses: list[float]
+    max_accuracy: float  # validation accuracy of the largest subnet after BN recalibration
+    min_accuracy: float
+
+
+def train_supernet(
+    space: SearchSpace,
+    data: DataSplits,
+    *,
+    epochs: int,
+    batch_size: int,
+    optim: OptimConfig,
+    sandwich: SandwichConfig,
+    seed: int,
+    callbacks: Sequence[EpochCallback] = (),
+    compute_guard: ComputeGuard | None = None,
+) -> tuple[Supernet, SupernetResult]:
+    """Builds and trains a supernet of ``space`` on ``data``'s training split.
+
+    Returns:
+        The trained supernet (eval mode) and a summary with the validation accuracy of its
+        largest and smallest subnets.
+
+    Raises:
+        NonFiniteLossError: training diverged.
+    """
+    torch.manual_seed(seed)
+    supernet = space.build_supernet(num_classes=data.num_classes, in_channels=data.input_shape[1])
+    step = SandwichStep(space, sandwich, random.Random(seed))
+    steps_per_epoch = -(-int(data.y_train.numel()) // batch_size)
+    losses = train(
+        supernet,
+        lambda epoch: data.loader("train", batch_size, shuffle=True, seed=seed + epoch),
+        step,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        optim=optim,
+        callbacks=callbacks,
+        compute_guard=compute_guard,
+    )
+    scores = []
+    for arch in (space.max_arch(), space.min_arch()):
+        subnet = supernet.extract(arch)
+        recalibrate_batchnorm(subnet, data.loader("train", batch_size, shuffle=True, seed=seed), 8)
+        scores.append(accuracy(subnet, data.loader("val", 512)))
+    return supernet, SupernetResult(losses=losses, max_accuracy=scores[0], min_accuracy=scores[1])

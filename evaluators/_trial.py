@@ -1,0 +1,197 @@
+"""Trial evaluators: what the search driver calls to score one architecture."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from evaluators._accuracy import accuracy, recalibrate_batchnorm
+from evaluators._cost import count_macs, count_params
+from evaluators._data import DataSplits
+from evaluators._train import OptimConfig, cross_entropy_step, train
+from evaluators.latency import DeviceLock, LatencyCache, LatencyMeter
+from search_spaces import Arch, Supernet, get_search_space
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from hwprofiles import HardwareProfile
+
+
+class TrialEvaluator(ABC):
+    """Scores one architecture; the search driver sends it to its workers.
+
+    Implementations must be picklable and cheap to send (large tensors are fine: the
+    driver ships the evaluator once through the object store).
+    """
+
+    @abstractmethod
+    def metrics(self) -> tuple[str, ...]:
+        """Returns the names of the metrics ``__call__`` reports."""
+
+    @abstractmethod
+    def __call__(self, arch: Arch) -> dict[str, float]:
+        """Returns the metrics of ``arch``.
+
+        Raises:
+            Exception: any failure; the driver records the trial as FAIL with the message.
+        """
+
+
+@dataclass
+class SupernetEvaluator(TrialEvaluator):
+    """Scores a subnet of a trained supernet: inherit weights, recalibrate BatchNorm,
+    optionally fine-tune, then accuracy on the validation split, cost and measured latency.
+    """
+
+    space_name: str
+    space_options: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    data: DataSplits
+    profile: HardwareProfile
+    latency_cache: Path | None
+    lock_dir: Path | None
+    batch_size: int = 128
+    recalibration_batches: int = 8
+    finetune_epochs: int = 0
+    finetune_lr: float = 1e-3
+    seed: int = 0
+    _supernet: Supernet | None = field(default=None, init=False, repr=False)
+
+    def metrics(self) -> tuple[str, ...]:
+        """Returns the reported metric names."""
+        return (
+            "accuracy", "latency_ms", "latency_p90_ms", "latency_cv",
+            "params", "macs", "eval_seconds", "latency_cached",
+        )
+
+    def supernet(self) -> Supernet:
+        """Returns the supernet with the trained weights (built once per evaluator copy)."""
+        if self._supernet is None:
+            space = get_search_space(self.space_name, **self.space_options)
+            supernet = space.build_supernet(
+                num_classes=self.data.num_classes, in_channels=self.data.input_shape[1]
+            )
+            supernet.load_state_dict(self.state_dict)
+            supernet.eval()
+            self._supernet = supernet
+        return self._supernet
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_supernet"] = None  # rebuilt from state_dict where it lands
+        return state
+
+    def __call__(self, arch: Arch) -> dict[str, float]:
+        """Returns accuracy (validation fraction), latency statistics, params and MACs.
+
+        Raises:
+            SearchSpaceError: ``arch`` is not in the space.
+            NonFiniteLossError: fine-tuning diverged.
+        """
+        start = time.perf_counter()
+        lock = DeviceLock(self.profile.device, lock_dir=self.lock_dir)
+        subnet = self.supernet().extract(arch)
+        with lock.compute():
+            if self.finetune_epochs > 0:
+                train(
+                    subnet,
+                    lambda epoch: self.data.loader(
+                        "train", self.batch_size, shuffle=True, seed=self.seed + epoch
+                    ),
+                    cross_entropy_step(),
+                    epochs=self.finetune_epochs,
+                    steps_per_epoch=-(-int(self.data.y_train.numel()) // self.batch_size),
+                    optim=OptimConfig(lr=self.finetune_lr),
+                )
+            recalibrate_batchnorm(
+                subnet,
+                self.data.loader("train", self.batch_size, shuffle=True, seed=self.seed),
+                self.recalibration_batches,
+            )
+            acc = accuracy(subnet, self.data.loader("val", 512))
+        input_shape = self.data.input_shape
+        meter = LatencyMeter(
+            self.profile,
+            cache=LatencyCache(self.latency_cache) if self.latency_cache else None,
+            lock=lock,
+        )
+        latency = meter.measure(subnet, input_shape, key=arch.key())
+        return {
+            "accuracy": acc,
+            "latency_ms": latency.median_ms,
+            "latency_p90_ms": latency.p90_ms,
+            "latency_cv": latency.cv,
+            "params": float(count_params(subnet)),
+            "macs": float(count_macs(subnet, input_shape)),
+            "eval_seconds": time.perf_counter() - start,
+            "latency_cached": float(meter.hits > 0),
+        }
+
+
+class TabularEvaluator(TrialEvaluator):
+    """Looks results up in a table instead of training: for benchmarks with known fronts.
+
+    Example:
+        >>> ev = TabularEvaluator({Arch({"op": "a"}): {"accuracy": 0.9}})
+        >>> ev(Arch({"op": "a"}))["accuracy"]
+        0.9
+    """
+
+    def __init__(self, rows: Mapping[Arch, Mapping[str, float]]) -> None:
+        if not rows:
+            raise ValueError("TabularEvaluator: the table is empty")
+        self._rows = {arch.key(): dict(values) for arch, values in rows.items()}
+        self._metrics = tuple(next(iter(self._rows.values())))
+
+    @classmethod
+    def from_frame(
+        cls, frame: pd.DataFrame, arch_columns: Sequence[str], metrics: Mapping[str, str]
+    ) -> TabularEvaluator:
+        """Returns an evaluator over ``frame``: ``arch_columns`` form the arch, ``metrics``
+        maps each reported metric name to its column.
+
+        Raises:
+            KeyError: a named column is missing.
+        """
+        missing = [c for c in [*arch_columns, *metrics.values()] if c not in frame.columns]
+        if missing:
+            raise KeyError(f"table has no column(s) {missing}; it has {list(frame.columns)}")
+        rows: dict[Arch, dict[str, float]] = {}
+        for record in frame[[*arch_columns, *metrics.values()]].to_dict("records"):
+            arch = Arch({c: _scalar(record[c]) for c in arch_columns})
+            rows[arch] = {name: float(record[col]) for name, col in metrics.items()}
+        return cls(rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def archs(self) -> list[Arch]:
+        """Returns every arch in the table."""
+        return [Arch.from_json(key) for key in self._rows]
+
+    def metrics(self) -> tuple[str, ...]:
+        """Returns the reported metric names."""
+        return self._metrics
+
+    def __call__(self, arch: Arch) -> dict[str, float]:
+        """Returns the tabulated metrics of ``arch``.
+
+        Raises:
+            KeyError: ``arch`` is not in the table.
+        """
+        try:
+            return dict(self._rows[arch.key()])
+        except KeyError:
+            raise KeyError(f"arch {arch.key()} is not in the table") from None
+
+
+def _scalar(value: Any) -> int | float | str | bool:
+    """Returns a plain Python scalar for a pandas/numpy cell."""
+    return value.item() if hasattr(value, "item") else value

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from evaluators import (
+    NonFiniteLossError, OptimConfig, SandwichConfig, SandwichStep, SupernetEvaluator,
+    TabularEvaluator, accuracy, load_dataset, recalibrate_batchnorm, train, train_supernet,
+)
+from hwprofiles import load_profile
+from search_spaces import Arch, get_search_space
+
+TINY = {"stage_channels": [8, 16], "stage_strides": [2, 2], "use_se": [False, True],
+        "activations": ["relu", "hardswish"], "depths": [1, 2], "kernel_sizes": [3, 5],
+        "expand_ratios": [2, 3], "head_channels": 32}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("digits", path=None, image_size=12, val_fraction=0.2, test_fraction=0.2, seed=0)
+
+
+def test_sandwich_step_accumulates_gradients_of_several_subnets(data) -> None:
+    space = get_search_space("mobilenet_elastic", **TINY)
+    supernet = space.build_supernet(num_classes=10, in_channels=1)
+    x, y = data.x_train[:32], data.y_train[:32]
+    step = SandwichStep(space, SandwichConfig(random_subnets=0), random.Random(0))
+    loss = step(supernet, x, y)
+    assert loss > 0
+    grads_two = {n: p.grad.clone() for n, p in supernet.named_parameters() if p.grad is not None}
+    supernet.zero_grad()
+    supernet.set_active(space.max_arch())
+    nn.functional.cross_entropy(supernet(x), y, label_smoothing=0.1).backward()
+    grads_max = {n: p.grad.clone() for n, p in supernet.named_parameters() if p.grad is not None}
+    # the smallest subnet's distillation loss adds gradient to the weights it shares
+    assert any(not torch.allclose(grads_two[n], grads_max[n]) for n in grads_max)
+
+
+def test_supernet_training_learns_and_subnets_inherit(data) -> None:
+    space = get_search_space("mobilenet_elastic", **TINY)
+    epochs = []
+    supernet, result = train_supernet(
+        space, data, epochs=4, batch_size=128, optim=OptimConfig(lr=5e-3),
+        sandwich=SandwichConfig(random_subnets=1), seed=0,
+        callbacks=[lambda epoch, loss: epochs.append((epoch, loss))],
+    )
+    assert [e for e, _ in epochs] == [0, 1, 2, 3]
+    assert result.losses[-1] < result.losses[0]
+    assert result.max_accuracy > 0.5 and result.min_accuracy > 0.3  # 10 classes: chance is 0.1
+
+
+def test_training_stops_on_a_non_finite_loss(data) -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(144, 10))
+    def nan_step(model, x, y):
+        return float("nan")
+    with pytest.raises(NonFiniteLossError, match="learning rate"):
+        train(model, lambda e: data.loader("train", 64), nan_step, epochs=1, steps_per_epoch=1, optim=OptimConfig())
+
+
+def test_recalibration_replaces_inherited_statistics(data) -> None:
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(400, 10))
+    model[1].running_mean.fill_(100.0)
+    used = recalibrate_batchnorm(model, data.loader("train", 64), max_batches=3)
+    assert used == 3 and float(model[1].running_mean.abs().max()) < 10
+    assert not model.training
+
+
+def test_supernet_evaluator_reports_every_metric(data, tmp_path) -> None:
+    space = get_search_space("mobilenet_elastic", **TINY)
+    supernet = space.build_supernet(num_classes=10, in_channels=1)
+    evaluator = SupernetEvaluator(
+        space_name="mobilenet_elastic", space_options=TINY, state_dict=supernet.state_dict(),
+        data=data, profile=load_profile("cpu"), latency_cache=tmp_path / "lat.db",
+        lock_dir=tmp_path / "locks", recalibration_batches=2,
+    )
+    first = evaluator(space.min_arch())
+    assert set(first) == set(evaluator.metrics())
+    assert 0 <= first["accuracy"] <= 1 and first["latency_ms"] > 0 and first["params"] > 0
+    assert first["latency_cached"] == 0.0
+    again = evaluator(space.min_arch())  # latency depends on the arch only: cached
+    assert again["latency_cached"] == 1.0 and again["latency_ms"] == first["latency_ms"]
+    bigger = evaluator(space.max_arch())
+    assert bigger["macs"] > first["macs"] and bigger["params"] > first["params"]
+
+
+def test_tabular_evaluator_looks_up_and_rejects_unknown_archs() -> None:
+    import pandas as pd
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"], "acc": [0.5, 0.7], "lat": [1.0, 2.0]})
+    table = TabularEvaluator.from_frame(frame, ["a", "b"], {"accuracy": "acc", "latency_ms": "lat"})
+    assert table(Arch({"a": 2, "b": "y"})) == {"accuracy": 0.7, "latency_ms": 2.0}
+    assert len(table) == 2 and table.metrics() == ("accuracy", "latency_ms")
+    with pytest.raises(KeyError, match="not in the table"):
+        table(Arch({"a": 1, "b": "y"}))
+    with pytest.raises(KeyError, match="no column"):
+        TabularEvaluator.from_frame(frame, ["a", "c"], {"accuracy": "acc"})
