@@ -1,0 +1,172 @@
+"""The ``nas`` command line: one command class per subcommand, registered in a dict."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from nas._errors import USER_ERRORS
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+
+
+class _Command(ABC):
+    """A subcommand: its arguments and its action; ``take_action`` returns the exit status."""
+
+    help = ""
+    description = ""
+
+    @abstractmethod
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Adds the subcommand's arguments to ``parser``."""
+
+    @abstractmethod
+    def take_action(self, args: argparse.Namespace, console: Console) -> int:
+        """Runs the subcommand; returns the exit status. Raises USER_ERRORS on bad input."""
+
+
+class _Search(_Command):
+    help = "train a supernet and search its subnets for the accuracy/latency Pareto front"
+    description = (
+        "Runs the stages of an experiment into a run directory: supernet training, the "
+        "multi-objective search (Ray Tune + Optuna, latency measured on the hardware profile) "
+        "and the Pareto set. Running it again on the same run directory resumes: finished "
+        "stages are skipped, finished trials kept, and the search continues to n_trials."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("config", type=Path, help="the experiment's YAML file")
+        parser.add_argument(
+            "--run-dir", type=Path, default=None,
+            help="where results go (default: runs/<experiment.name>)",
+        )
+        parser.add_argument(
+            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+            help="override a config key, validated like the file (repeatable), "
+            "e.g. --set search.n_trials=8",
+        )
+
+    def take_action(self, args: argparse.Namespace, console: Console) -> int:
+        from nas._config import load_config
+        from nas._pareto_stage import ParetoStage
+        from nas._rundir import RunDir
+        from nas._search_stage import SearchStage
+        from nas._stage import RunContext, run_pipeline
+        from nas._supernet_stage import SupernetStage
+
+        spec = load_config(args.config, args.overrides)
+        run = RunDir(args.run_dir or Path("runs") / spec.experiment.name)
+        run.prepare(spec, sys.argv)
+        console.print(f"run directory: {run.root}")
+        ctx = RunContext(spec=spec, run=run, console=console)
+        run_pipeline(ctx, [SupernetStage(), SearchStage(), ParetoStage()])
+        console.print(f"done: results in {run.root}")
+        return EXIT_OK
+
+
+class _Spaces(_Command):
+    help = "list the registered search spaces and their choices"
+    description = "Lists every registered search space with its default options and choices."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("filter", nargs="?", default="", help="fnmatch pattern, e.g. 'mobile*'")
+
+    def take_action(self, args: argparse.Namespace, console: Console) -> int:
+        from search_spaces import get_search_space, list_search_spaces
+
+        names = list_search_spaces(args.filter)
+        if not names:
+            console.print(f"no search space matches {args.filter!r}")
+            return EXIT_USAGE
+        for name in names:
+            space = get_search_space(name)
+            console.rule(name)
+            console.print(space.describe())
+            for choice, values in space.choices().items():
+                console.print(f"  {choice}: {list(values)}")
+        return EXIT_OK
+
+
+class _Profile(_Command):
+    help = "show a hardware profile and the measured latency of a reference model"
+    description = (
+        "Loads a hardware profile (a name from hwprofiles/ or a YAML path), prints it, and "
+        "measures the largest subnet of the default search space several times to show the "
+        "latency and its noise (coefficient of variation) on this machine."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("profile", help="profile name (e.g. cpu, cpu-torch, h200) or YAML path")
+        parser.add_argument("--image-size", type=int, default=16, help="reference input size")
+        parser.add_argument("--channels", type=int, default=1, help="reference input channels")
+        parser.add_argument("--runs", type=int, default=5, help="independent measurements")
+
+    def take_action(self, args: argparse.Namespace, console: Console) -> int:
+        from nas._profile_cmd import show_profile
+
+        return show_profile(args.profile, args.image_size, args.channels, args.runs, console)
+
+
+COMMANDS: dict[str, type[_Command]] = {"search": _Search, "spaces": _Spaces, "profile": _Profile}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns the argument parser of ``nas`` with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="nas",
+        description="Hardware-aware neural architecture search and model compression: find "
+        "the models on the accuracy/latency Pareto front measured on your target device.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command_cls in COMMANDS.items():
+        command = command_cls()
+        child = sub.add_parser(name, help=command.help, description=command.description)
+        command.add_arguments(child)
+        child.set_defaults(handler=command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the ``nas`` command; returns 0 done, 2 bad input, 1 internal failure."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console()
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.DEBUG if args.debug else optuna.logging.WARNING)
+    try:
+        return int(args.handler.take_action(args, console))
+    except USER_ERRORS as exc:
+        if args.debug:
+            traceback.print_exc()
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        console.print("interrupted; run the same command again to resume")
+        return 130
+    except Exception as exc:  # an internal failure: say so, and how to see more
+        if args.debug:
+            traceback.print_exc()
+        else:
+            console.print(
+                f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
+                "(rerun with --debug for the traceback)",
+                highlight=False,
+            )
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

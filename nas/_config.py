@@ -1,0 +1,289 @@
+"""The run configuration: one pydantic model per section, validated once at load.
+
+Unknown keys are errors; every message names the dotted YAML key, the rule and the value.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hwprofiles import HardwareProfile, ProfileError, load_profile
+from nas._errors import ConfigError
+from search_spaces import SearchSpaceError, get_search_space_options, list_search_spaces
+
+#: Metrics a trial reports that may be objectives, with their natural direction.
+OBJECTIVE_METRICS: dict[str, Literal["min", "max"]] = {
+    "accuracy": "max", "latency_ms": "min", "params": "min", "macs": "min",
+}
+#: Metrics that may carry an upper-bound constraint.
+CONSTRAINT_METRICS = ("latency_ms", "params", "macs")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExperimentConfig(_Section):
+    """``experiment:`` what the run is called and how it is seeded."""
+
+    name: str = Field(default="experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    seed: int = Field(default=0, ge=0)
+
+
+class DataConfig(_Section):
+    """``data:`` the data set and its splits."""
+
+    dataset: Literal["digits", "npz"] = "digits"
+    path: Path | None = None
+    image_size: int | None = Field(default=16, ge=4, le=1024)
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    batch_size: int = Field(default=128, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.dataset == "npz" and self.path is None:
+            raise ValueError("path: required when dataset is 'npz' (the .npz file to load)")
+        if self.dataset == "digits" and self.path is not None:
+            raise ValueError("path: only used with dataset 'npz'; remove it for 'digits'")
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError(
+                "val_fraction + test_fraction must leave at least 10% for training, got "
+                f"{self.val_fraction} + {self.test_fraction}"
+            )
+        return self
+
+
+class SearchSpaceConfig(BaseModel):
+    """``search_space:`` the registered space's name plus that space's own options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = "mobilenet_elastic"
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchSpaceConfig:
+        if self.name not in list_search_spaces():
+            raise ValueError(f"name: must be one of {list_search_spaces()}, got {self.name!r}")
+        options_model = get_search_space_options(self.name)
+        if options_model is not None:
+            try:
+                options_model.model_validate(self.options())
+            except pydantic.ValidationError as exc:
+                error = exc.errors(include_url=False)[0]
+                key = ".".join(str(p) for p in error["loc"]) or "(options)"
+                got = f", got {error['input']!r}" if error["type"] != "missing" else ""
+                if error["type"] == "extra_forbidden":
+                    allowed = sorted(options_model.model_fields)
+                    raise ValueError(f"{key}: unknown option; allowed are ['name', *{allowed}]")
+                raise ValueError(f"{key}: {error['msg']}{got}") from None
+        elif self.options():
+            raise ValueError(f"space {self.name!r} takes no options, got {sorted(self.options())}")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """Returns the space's own options (every key but ``name``)."""
+        return dict(self.model_extra or {})
+
+
+class SupernetConfig(_Section):
+    """``supernet:`` weight-sharing training with the sandwich rule."""
+
+    epochs: int = Field(default=30, ge=1)
+    lr: float = Field(default=3e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    random_subnets: int = Field(default=2, ge=0)
+    distill_temperature: float = Field(default=1.0, gt=0)
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+
+
+class SearchConfig(_Section):
+    """``search:`` the multi-objective search over subnets."""
+
+    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
+    multivariate: bool = False
+    population_size: int = Field(default=16, ge=2)
+    n_trials: int = Field(default=40, gt=0)
+    max_concurrent: int = Field(default=2, ge=1)
+    objectives: dict[str, Literal["min", "max"]] = Field(
+        default_factory=lambda: {"accuracy": "max", "latency_ms": "min"}
+    )
+    constraints: dict[str, float] = Field(default_factory=dict)
+    recalibration_batches: int = Field(default=8, ge=1)
+    finetune_epochs: int = Field(default=0, ge=0)
+    storage: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchConfig:
+        allowed = list(OBJECTIVE_METRICS)
+        for name in self.objectives:
+            if name not in OBJECTIVE_METRICS:
+                raise ValueError(f"objectives.{name}: unknown objective; allowed are {allowed}")
+        if not self.objectives:
+            raise ValueError(f"objectives: give at least one of {allowed}")
+        for name, bound in self.constraints.items():
+            if name not in CONSTRAINT_METRICS:
+                raise ValueError(
+                    f"constraints.{name}: unknown constraint; allowed are {list(CONSTRAINT_METRICS)}"
+                )
+            if not bound > 0:
+                raise ValueError(f"constraints.{name}: must be > 0, got {bound}")
+        if self.multivariate and self.sampler != "tpe":
+            raise ValueError("multivariate: only applies to sampler 'tpe'")
+        return self
+
+
+class HardwareConfig(_Section):
+    """``hardware:`` where latency is measured."""
+
+    profile: str = "cpu"
+    lock_dir: Path | None = None
+
+    def load(self) -> HardwareProfile:
+        """Returns the loaded hardware profile; raises ProfileError if it cannot be loaded."""
+        return load_profile(self.profile)
+
+
+class RayConfig(_Section):
+    """``ray:`` the Ray cluster the trials run on."""
+
+    address: str | None = None
+    dashboard: bool = True
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(default=8265, ge=1024, le=65535)
+    num_cpus: int | None = Field(default=None, ge=1)
+    object_store_memory_mb: int = Field(default=256, ge=80)
+
+
+class RunSpec(_Section):
+    """The whole run: every section, as a typed, frozen object."""
+
+    experiment: ExperimentConfig = ExperimentConfig()
+    data: DataConfig = DataConfig()
+    search_space: SearchSpaceConfig = SearchSpaceConfig()
+    supernet: SupernetConfig = SupernetConfig()
+    search: SearchConfig = SearchConfig()
+    hardware: HardwareConfig = HardwareConfig()
+    ray: RayConfig = RayConfig()
+
+    def to_yaml(self) -> str:
+        """Returns the resolved configuration as YAML (every default made explicit)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def load_config(path: Path, overrides: list[str] | None = None) -> RunSpec:
+    """Returns the validated run spec of a YAML file with ``KEY=VALUE`` overrides applied.
+
+    Relative ``data.path`` values are resolved against the config file's folder.
+
+    Raises:
+        ConfigError: unreadable file, bad YAML, unknown key, invalid value or override.
+    """
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides or [])
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str):
+        data_path = Path(data["path"]).expanduser()
+        if not data_path.is_absolute():
+            data["path"] = str((path.parent / data_path).resolve())
+    return validate_config(raw, source=str(path))
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Returns a copy of ``raw`` with each ``dotted.key=VALUE`` set (VALUE parsed as YAML).
+
+    Raises:
+        ConfigError: an override without ``=`` or with an empty key.
+    """
+    result = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, value_text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. search.n_trials=8")
+        try:
+            value = yaml.safe_load(value_text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc})") from exc
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> RunSpec:
+    """Returns the run spec for an already-parsed mapping.
+
+    Raises:
+        ConfigError: naming the dotted key, the rule and the bad value.
+    """
+    try:
+        spec = RunSpec.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+    try:
+        spec.hardware.load()
+    except ProfileError as exc:
+        raise ConfigError(f"{source}: hardware.profile: {exc}") from None
+    except SearchSpaceError as exc:  # pragma: no cover - defensive
+        raise ConfigError(f"{source}: {exc}") from None
+    return spec
+
+
+def format_validation_error(exc: pydantic.ValidationError) -> str:
+    """Returns one line per error: ``dotted.key: rule, got value``."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = [str(p) for p in error["loc"]]
+        message = error["msg"]
+        # A model validator's ValueError starts with the field it is about: "path: ..."
+        if message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+            head, sep, rest = message.partition(": ")
+            if sep and " " not in head:
+                loc, message = loc + [head], rest
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            lines.append(f"{'.'.join(loc)}: unknown key; allowed keys here are {allowed}")
+            continue
+        got = ""
+        if error["type"] not in ("value_error", "missing") and "input" in error:
+            got = f", got {error['input']!r}"
+        lines.append(f"{'.'.join(loc) or '(top level)'}: {message}{got}")
+    return "; ".join(lines)
+
+
+def _allowed_keys(loc: list[str]) -> list[str]:
+    """Returns the field names the model at ``loc`` accepts."""
+    model: type[BaseModel] | None = RunSpec
+    for part in loc:
+        field = model.model_fields.get(part) if model else None
+        annotation = field.annotation if field else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    if model is None and len(loc) >= 1 and loc[0] == "search_space":
+        return ["name", "(the space's own options)"]
+    return sorted(model.model_fields) if model else []
+

@@ -1,0 +1,71 @@
+"""The search driver: Optuna proposes, Ray Tune evaluates, the study records the truth."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from optuna.trial import TrialState
+
+from evaluators import TrialEvaluator
+from nas._ray_backend import StudySearcher, run_tune
+from nas._study import StudyAdapter
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """What one call of ``run_search`` did."""
+
+    first_trial: int  # number of the first trial it started
+    trials_run: int
+    seconds: float
+
+
+def run_search(
+    adapter: StudyAdapter,
+    evaluator: TrialEvaluator,
+    *,
+    n_trials: int,
+    max_concurrent: int,
+    resources: Mapping[str, float],
+    tune_dir: Path,
+    name: str,
+    on_trial_end: Callable[[int, TrialState], None] | None = None,
+) -> SearchRun:
+    """Runs trials until the study holds ``n_trials`` finished ones (interrupted trials of an
+    earlier driver are closed FAIL first and do not count). Needs a Ray session.
+
+    Args:
+        adapter: the study to continue and the space it samples.
+        evaluator: scores one arch; shipped once to the workers.
+        n_trials: the budget of finished trials, those already in the study included.
+        max_concurrent: trials evaluated at once.
+        resources: the Ray resources one trial needs (e.g. ``{"CPU": 1}``).
+        tune_dir: where Ray Tune keeps its experiment folder ``name``.
+        on_trial_end: called in the driver after each trial is recorded.
+
+    Returns:
+        How many trials ran and for how long.
+    """
+    adapter.close_interrupted()
+    remaining = n_trials - adapter.finished_count()
+    first = len(adapter.study.trials)
+    if remaining <= 0:
+        return SearchRun(first, 0, 0.0)
+    searcher = StudySearcher(adapter, remaining, evaluator.metrics(), on_trial_end)
+    start = time.perf_counter()
+    try:
+        run_tune(
+            evaluator=evaluator,
+            searcher=searcher,
+            num_samples=remaining,
+            max_concurrent=max_concurrent,
+            resources=resources,
+            storage_path=tune_dir,
+            name=name,
+        )
+    finally:
+        adapter.close_interrupted()
+    return SearchRun(first, len(adapter.study.trials) - first, time.perf_counter() - start)

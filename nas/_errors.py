@@ -1,0 +1,25 @@
+"""The errors the CLI turns into exit status 2 (bad input) with a one-paragraph message."""
+
+from __future__ import annotations
+
+from evaluators import DataError
+from hwprofiles import ProfileError
+from search_spaces import SearchSpaceError
+
+
+class NasError(Exception):
+    """Root of this package's errors."""
+
+
+class ConfigError(NasError, ValueError):
+    """A configuration file or override that does not validate; names the YAML key."""
+
+
+class RunDirError(NasError, ValueError):
+    """A run directory that cannot be used as asked (another experiment, missing stage)."""
+
+
+#: Errors caused by the user's input: reported without a traceback, exit status 2.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError, RunDirError, DataError, ProfileError, SearchSpaceError,
+)

@@ -1,0 +1,43 @@
+"""Stage 3: the Pareto set of the search, written to ``pareto.csv``."""
+
+from __future__ import annotations
+
+import pandas as pd
+from rich.table import Table
+
+from nas._stage import RunContext, Stage
+from nas._study import pareto_frame
+
+
+class ParetoStage(Stage):
+    """Selects the COMPLETE, feasible, non-dominated trials."""
+
+    name = "pareto"
+
+    def run(self, ctx: RunContext) -> None:
+        """Writes ``pareto.csv`` from ``trials.parquet`` and prints it."""
+        run = ctx.run
+        trials = pd.read_parquet(run.trials)
+        front = pareto_frame(trials, ctx.objectives)
+        names = ctx.objectives.names
+        front = front.sort_values(names[::-1]).reset_index(drop=True)
+        run.write_frame(run.pareto, front)
+        run.mark_done(self.name, models=len(front))
+        ctx.console.print(pareto_table(front, ctx.spec.search.constraints))
+
+
+def pareto_table(front: pd.DataFrame, constraints: dict[str, float]) -> Table:
+    """Returns a rich table of the Pareto set."""
+    title = "Pareto set"
+    if constraints:
+        title += " (" + ", ".join(f"{k} <= {v:g}" for k, v in constraints.items()) + ")"
+    table = Table(title=title)
+    for column in ("trial", "accuracy", "latency ms", "latency CV", "params", "MMACs", "arch"):
+        table.add_column(column, justify="left" if column == "arch" else "right")
+    for row in front.itertuples():
+        table.add_row(
+            str(row.number), f"{row.accuracy:.4f}", f"{row.latency_ms:.4f}",
+            f"{row.latency_cv:.3f}", f"{int(row.params):,}", f"{row.macs / 1e6:.2f}",
+            str(row.arch),
+        )
+    return table

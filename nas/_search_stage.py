@@ -1,0 +1,144 @@
+"""Stage 2: the multi-objective search over subnets, on Ray Tune, resumable from the study."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from optuna.trial import TrialState
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from evaluators import SupernetEvaluator, TrialEvaluator
+from nas._driver import run_search
+from nas._ray_backend import ray_session
+from nas._stage import RunContext, Stage
+from nas._study import Objectives, StudyAdapter, make_sampler, open_study
+
+logger = logging.getLogger(__name__)
+
+
+class SearchStage(Stage):
+    """Evaluates ``search.n_trials`` subnets proposed by the Optuna sampler."""
+
+    name = "search"
+
+    def run(self, ctx: RunContext) -> None:
+        """Runs the trials still missing; finished ones are kept, interrupted ones closed FAIL."""
+        run, spec = ctx.run, ctx.spec
+        objectives = ctx.objectives
+        sampler = make_sampler(
+            spec.search.sampler,
+            seed=spec.experiment.seed,
+            objectives=objectives,
+            multivariate=spec.search.multivariate,
+            population_size=spec.search.population_size,
+        )
+        storage = spec.search.storage or run.storage_url()
+        study = open_study(storage, spec.experiment.name, objectives, sampler)
+        adapter = StudyAdapter(study, ctx.space, objectives)
+        adapter.close_interrupted()
+        done = adapter.finished_count()
+        remaining = spec.search.n_trials - done
+        if remaining <= 0:
+            run.write_frame(run.trials, adapter.frame())
+            ctx.console.print(f"[dim]search: {done} trials already finished, skipped[/]")
+            run.mark_done(self.name, trials=done)
+            return
+        evaluator = self._evaluator(ctx)
+        adapter.reference_point = self._reference_point(ctx, study, evaluator, objectives)
+        if done:
+            ctx.console.print(f"search: resuming, {done} trials kept, {remaining} to go")
+        ray_start = time.perf_counter()
+        with ray_session(spec.ray) as session, Progress(
+            TextColumn("search"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"),
+            TextColumn("front {task.fields[front]}  hypervolume {task.fields[hv]}"),
+            TimeElapsedColumn(), console=ctx.console,
+        ) as progress:
+            ctx.console.print(session.login_hint())
+            ray_start_seconds = time.perf_counter() - ray_start
+            size, hv = adapter.front_size_and_hypervolume()
+            task = progress.add_task("trials", total=spec.search.n_trials, completed=done,
+                                     front=size, hv=f"{hv:.4g}")
+
+            def on_trial_end(number: int, state: TrialState) -> None:
+                frame = adapter.frame()
+                run.write_frame(run.trials, frame)
+                size, hv = adapter.front_size_and_hypervolume()
+                progress.update(task, completed=adapter.finished_count(), front=size, hv=f"{hv:.4g}")
+                if state != TrialState.COMPLETE:
+                    error = frame.loc[frame["number"] == number, "error"]
+                    progress.console.print(f"[yellow]trial {number} {state.name}: {error.iloc[0]}[/]")
+
+            segment = len(list(run.tune.glob("search-*"))) if run.tune.exists() else 0
+            try:
+                outcome = run_search(
+                    adapter,
+                    evaluator,
+                    n_trials=spec.search.n_trials,
+                    max_concurrent=spec.search.max_concurrent,
+                    resources=ctx.profile.resources,
+                    tune_dir=run.tune,
+                    name=f"search-{segment}",
+                    on_trial_end=on_trial_end,
+                )
+            finally:
+                run.write_frame(run.trials, adapter.frame())
+        seconds = outcome.seconds
+        frame = adapter.frame()
+        finished = adapter.finished_count()
+        new = frame[frame["number"] >= outcome.first_trial]
+        evaluated = new["eval_seconds"].fillna(0) if "eval_seconds" in new else 0.0 * new["seconds"]
+        # Orchestration overhead: trial-slot time not spent evaluating (Ray scheduling,
+        # sending the evaluator, reporting, the sampler and the study), per trial.
+        slots = min(spec.search.max_concurrent, max(1, len(new)))
+        overhead = (seconds * slots - float(evaluated.sum())) / max(1, len(new))
+        info = {
+            "trials": finished,
+            "seconds": seconds,
+            "ray_start_seconds": ray_start_seconds,
+            "trials_this_session": len(new),
+            "eval_seconds_per_trial": float(evaluated.mean()) if len(new) else 0.0,
+            "overhead_seconds_per_trial": overhead,
+            "trial_seconds_outside_evaluation": float((new["seconds"] - evaluated).median()),
+        }
+        if finished >= spec.search.n_trials:
+            run.mark_done(self.name, **info)
+        run.write_json(run.root / "search.json", info)
+        ctx.console.print(
+            f"search: {len(new)} trials in {seconds:.0f} s (Ray started in "
+            f"{ray_start_seconds:.0f} s); evaluation {info['eval_seconds_per_trial']:.2f} s and "
+            f"orchestration overhead {overhead:.2f} s per trial"
+        )
+
+    def _evaluator(self, ctx: RunContext) -> TrialEvaluator:
+        spec, run = ctx.spec, ctx.run
+        return SupernetEvaluator(
+            space_name=spec.search_space.name,
+            space_options=spec.search_space.options(),
+            state_dict=run.load_state_dict(run.supernet),
+            data=ctx.data,
+            profile=ctx.profile,
+            latency_cache=run.latency_cache,
+            lock_dir=spec.hardware.lock_dir,
+            batch_size=spec.data.batch_size,
+            recalibration_batches=spec.search.recalibration_batches,
+            finetune_epochs=spec.search.finetune_epochs,
+            seed=spec.experiment.seed,
+        )
+
+    def _reference_point(
+        self, ctx: RunContext, study: object, evaluator: TrialEvaluator, objectives: Objectives
+    ) -> list[float]:
+        """Returns the hypervolume reference point, fixed for the whole study: 0 for
+        accuracy, 1.1x the largest subnet's value for every cost objective."""
+        attrs = getattr(study, "user_attrs", {})
+        if "reference_point" in attrs:
+            return [float(v) for v in attrs["reference_point"]]
+        largest = evaluator(ctx.space.max_arch())
+        reference = [
+            0.0 if objectives.directions[n] == "max" else 1.1 * float(largest[n])
+            for n in objectives.names
+        ]
+        study.set_user_attr("reference_point", reference)  # type: ignore[attr-defined]
+        study.set_user_attr("largest_subnet", largest)  # type: ignore[attr-defined]
+        return reference

@@ -1,0 +1,253 @@
+"""The Optuna study behind a search, kept truthful whatever happens to the driver.
+
+Ray's ``OptunaSearch`` records a multi-objective trial that stopped early as COMPLETE and
+leaves trials RUNNING after a killed driver. This adapter asks and tells the study itself:
+a trial is COMPLETE only when it reported every objective, PRUNED when it stopped short,
+FAIL (with the reason in the ``error`` user attribute) when it raised or was interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
+
+from nas._pareto import Direction, hypervolume, pareto_mask
+from search_spaces import Arch, ChoiceSpace
+
+logger = logging.getLogger(__name__)
+
+INTERRUPTED = "interrupted: the driver stopped before this trial finished"
+#: Columns every trials table has, in this order (objectives and extra metrics follow).
+BASE_COLUMNS = [
+    "number", "state", "accuracy", "latency_ms", "latency_cv", "params", "macs",
+    "arch", "error", "feasible", "seconds",
+]
+
+
+@dataclass(frozen=True)
+class Objectives:
+    """The objective names with their directions, and upper-bound constraints."""
+
+    directions: dict[str, Direction]
+    constraints: dict[str, float]
+
+    @property
+    def names(self) -> list[str]:
+        """Returns the objective names in order."""
+        return list(self.directions)
+
+    def violations(self, metrics: Mapping[str, float]) -> list[float]:
+        """Returns ``value - bound`` per constraint (<= 0 means satisfied)."""
+        return [float(metrics[name]) - bound for name, bound in self.constraints.items()]
+
+
+def make_sampler(
+    name: str,
+    *,
+    seed: int,
+    objectives: Objectives,
+    multivariate: bool = False,
+    population_size: int = 16,
+) -> optuna.samplers.BaseSampler:
+    """Returns the seeded Optuna sampler for ``name`` (nsga2, tpe or random).
+
+    Constraints reach the samplers that support them through ``Trial.set_constraint``,
+    which the study adapter calls before telling a trial's values.
+
+    Raises:
+        ValueError: an unknown sampler name.
+    """
+    del objectives  # constraints are set per trial; kept for a uniform call site
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=multivariate)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"search.sampler: must be one of ['nsga2', 'tpe', 'random'], got {name!r}")
+
+
+class StudyAdapter:
+    """Asks the study for architectures and tells it what became of them."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        space: ChoiceSpace,
+        objectives: Objectives,
+        reference_point: Sequence[float] | None = None,
+    ) -> None:
+        self.study = study
+        self.space = space
+        self.objectives = objectives
+        self.reference_point = list(reference_point) if reference_point is not None else None
+        self._distributions = {
+            name: CategoricalDistribution(list(values)) for name, values in space.choices().items()
+        }
+        self._started: dict[int, float] = {}
+
+    def close_interrupted(self) -> int:
+        """Marks every RUNNING or WAITING trial (left by a killed driver) FAIL; returns how many."""
+        stale = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+        storage = self.study._storage
+        study_id = storage.get_study_id_from_name(self.study.study_name)
+        for trial in stale:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            storage.set_trial_user_attr(trial_id, "error", INTERRUPTED)
+            storage.set_trial_user_attr(trial_id, "interrupted", True)
+            self.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        if stale:
+            logger.info("marked %d interrupted trial(s) FAIL", len(stale))
+        return len(stale)
+
+    def finished_count(self) -> int:
+        """Returns the trials that count towards ``n_trials`` (all finished but interrupted)."""
+        return sum(
+            1
+            for t in self.study.get_trials(deepcopy=False)
+            if t.state.is_finished() and not t.user_attrs.get("interrupted", False)
+        )
+
+    def ask(self) -> tuple[int, Arch]:
+        """Returns a new trial's number and the arch it proposes."""
+        trial = self.study.ask(self._distributions)
+        arch = self.space.decode(trial.params)
+        trial.set_user_attr("arch", arch.key())
+        self._started[trial.number] = time.time()
+        return trial.number, arch
+
+    def tell_result(self, number: int, result: Mapping[str, Any] | None, error: str | None) -> TrialState:
+        """Records the outcome of trial ``number`` and returns the state it was given.
+
+        COMPLETE needs a finite value of every objective; an ``error`` makes it FAIL; a
+        result without every objective (stopped early) makes it PRUNED.
+        """
+        trial = optuna.trial.Trial(self.study, self._trial_id(number))
+        seconds = time.time() - self._started.pop(number, time.time())
+        trial.set_user_attr("seconds", seconds)
+        result = dict(result or {})
+        for key, value in result.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "done":
+                trial.set_user_attr(key, float(value))
+        if error is None and result.get("error"):
+            error = str(result["error"])
+        values = [result.get(name) for name in self.objectives.names]
+        complete = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+        if error is not None:
+            trial.set_user_attr("error", error[:2000])
+            state = TrialState.FAIL
+        elif not complete:
+            trial.set_user_attr("error", "stopped before it reported every objective")
+            state = TrialState.PRUNED
+        else:
+            state = TrialState.COMPLETE
+        if state == TrialState.COMPLETE:
+            for (name, _), violation in zip(
+                self.objectives.constraints.items(), self.objectives.violations(result)
+            ):
+                trial.set_constraint(name, violation)
+        self.study.tell(number, [float(v) for v in values] if state == TrialState.COMPLETE else None, state=state)
+        return state
+
+    def _trial_id(self, number: int) -> int:
+        storage = self.study._storage
+        study_id = storage.get_study_id_from_name(self.study.study_name)
+        return storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+    def frame(self) -> pd.DataFrame:
+        """Returns the trials table (one row per trial, failed ones included)."""
+        return trials_frame(self.study, self.objectives)
+
+    def front_size_and_hypervolume(self) -> tuple[int, float]:
+        """Returns the size of the current feasible front and its hypervolume."""
+        frame = self.frame()
+        front = pareto_frame(frame, self.objectives)
+        if self.reference_point is None or front.empty:
+            return len(front), 0.0
+        values = front[self.objectives.names].to_numpy(dtype=float)
+        directions = [self.objectives.directions[n] for n in self.objectives.names]
+        return len(front), hypervolume(values, directions, self.reference_point)
+
+
+def open_study(
+    storage_url: str, study_name: str, objectives: Objectives, sampler: optuna.samplers.BaseSampler
+) -> optuna.Study:
+    """Returns the study named ``study_name`` in ``storage_url``, created if missing, with the
+    objective names set.
+
+    Raises:
+        ValueError: an existing study has other objectives.
+    """
+    storage = optuna.storages.RDBStorage(storage_url, engine_kwargs={"connect_args": {"timeout": 30}})
+    directions = ["minimize" if d == "min" else "maximize" for d in objectives.directions.values()]
+    study = optuna.create_study(
+        storage=storage, study_name=study_name, sampler=sampler, directions=directions,
+        load_if_exists=True,
+    )
+    if study.metric_names is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(objectives.names)
+    elif list(study.metric_names) != objectives.names:
+        raise ValueError(
+            f"the study in {storage_url} optimises {study.metric_names}, not {objectives.names}; "
+            "use a new run directory for other objectives"
+        )
+    return study
+
+
+def trials_frame(study: optuna.Study, objectives: Objectives) -> pd.DataFrame:
+    """Returns one row per trial: number, state, metrics, arch JSON, error, feasibility."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        attrs = t.user_attrs
+        row: dict[str, Any] = {
+            "number": t.number,
+            "state": t.state.name,
+            "arch": attrs.get("arch", json.dumps(t.params, sort_keys=True)),
+            "error": attrs.get("error", ""),
+            "seconds": attrs.get("seconds", np.nan),
+        }
+        for key, value in attrs.items():
+            if key not in row and isinstance(value, (int, float)) and not isinstance(value, bool):
+                row[key] = float(value)
+        if t.state == TrialState.COMPLETE and t.values is not None:
+            for name, value in zip(objectives.names, t.values):
+                row[name] = float(value)
+        complete = t.state == TrialState.COMPLETE
+        row["feasible"] = bool(
+            complete and all(float(row.get(n, math.inf)) <= b for n, b in objectives.constraints.items())
+        )
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    for column in BASE_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = pd.Series(dtype=object if column in ("state", "arch", "error") else float)
+    extra = [c for c in frame.columns if c not in BASE_COLUMNS and c != "interrupted"]
+    frame = frame[BASE_COLUMNS + sorted(extra)]
+    frame["number"] = frame["number"].astype("int64")
+    frame["feasible"] = frame["feasible"].astype(bool)
+    frame["error"] = frame["error"].fillna("").astype(str)
+    return frame.sort_values("number").reset_index(drop=True)
+
+
+def pareto_frame(frame: pd.DataFrame, objectives: Objectives) -> pd.DataFrame:
+    """Returns exactly the COMPLETE, feasible, non-dominated rows of a trials table."""
+    candidates = frame[(frame["state"] == "COMPLETE") & frame["feasible"]]
+    if candidates.empty:
+        return candidates
+    directions = [objectives.directions[n] for n in objectives.names]
+    mask = pareto_mask(candidates[objectives.names].to_numpy(dtype=float), directions)
+    return candidates[mask].reset_index(drop=True)

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nas import ConfigError, load_config
+from nas._cli import main
+
+QUICKSTART = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
+
+# (YAML text, the key the message must name)
+MALFORMED = [
+    ("search: {n_trials: 0}", "search.n_trials"),
+    ("search: {sampler: cmaes}", "search.sampler"),
+    ("search: {objectives: {accuracy: max, energy: min}}", "search.objectives.energy"),
+    ("search: {objectives: {accuracy: up}}", "search.objectives.accuracy"),
+    ("search: {constraints: {accuracy: 0.5}}", "search.constraints.accuracy"),
+    ("search: {constraints: {latency_ms: -1}}", "search.constraints.latency_ms"),
+    ("search: {max_concurrent: 0}", "search.max_concurrent"),
+    ("experiment: {name: quick, seeds: 3}", "experiment.seeds"),
+    ("experiment: {name: 'bad name/../x'}", "experiment.name"),
+    ("data: {dataset: cifar10}", "data.dataset"),
+    ("data: {dataset: npz}", "data.path"),
+    ("data: {val_fraction: 1.5}", "data.val_fraction"),
+    ("data: {batch_size: many}", "data.batch_size"),
+    ("search_space: {name: resnet_elastic}", "search_space.name"),
+    ("search_space: {name: mobilenet_elastic, kernel_sizes: [4]}", "search_space.kernel_sizes"),
+    ("search_space: {name: mobilenet_elastic, width: 2}", "search_space.width"),
+    ("hardware: {profile: tpu-v9}", "hardware.profile"),
+    ("supernet: {epochs: 0}", "supernet.epochs"),
+    ("unknown_section: {a: 1}", "unknown_section"),
+    ("ray: {dashboard_port: 80}", "ray.dashboard_port"),
+    ("- just\n- a list", "top level"),
+    ("search: {n_trials: [unclosed", "not valid YAML"),
+]
+
+
+@pytest.mark.parametrize(("text", "key"), MALFORMED, ids=[k for _, k in MALFORMED])
+def test_malformed_config_exits_2_and_names_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, key: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    status = main(["search", str(path), "--run-dir", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert status == 2
+    assert key in " ".join(out.split()), out
+    assert "Traceback" not in out
+    assert not (tmp_path / "run").exists()  # nothing written for bad input
+
+
+def test_bad_override_is_validated_like_the_file(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["search", str(QUICKSTART), "--set", "search.n_trials=-3"])
+    assert status == 2
+    assert "search.n_trials" in capsys.readouterr().out
+
+
+def test_override_without_equals_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(QUICKSTART, ["search.n_trials"])
+
+
+def test_overrides_apply_and_defaults_resolve() -> None:
+    spec = load_config(QUICKSTART, ["search.n_trials=8", "search.sampler=tpe", "search.multivariate=true"])
+    assert spec.search.n_trials == 8 and spec.search.sampler == "tpe" and spec.search.multivariate
+    assert spec.experiment.name == "quickstart"
+    assert spec.search.objectives == {"accuracy": "max", "latency_ms": "min"}
+    resolved = yaml.safe_load(spec.to_yaml())
+    assert resolved["search"]["n_trials"] == 8 and resolved["hardware"]["profile"] == "cpu"
+
+
+def test_relative_npz_path_is_resolved_against_the_config_folder(tmp_path: Path) -> None:
+    (tmp_path / "cfg.yaml").write_text("data: {dataset: npz, path: sub/images.npz}")
+    spec = load_config(tmp_path / "cfg.yaml")
+    assert spec.data.path == (tmp_path / "sub" / "images.npz").resolve()
+
+
+def test_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().out
+
+
+def test_cli_process_exit_status_and_no_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("search: {n_trials: 0}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "nas._cli", "search", str(path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "search.n_trials" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_help_describes_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--help"], ["search", "--help"], ["spaces", "--help"], ["profile", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--run-dir" in out and "search.n_trials=8" in out and "resumes" in out
