@@ -1,0 +1,181 @@
+"""Search efficiency: hypervolume after N trials per sampler, as a fraction of the true front's.
+
+Two problems whose every architecture is known, so the true Pareto front is exact:
+
+(a) ``mobilenet``: a small configuration of ``mobilenet_elastic`` (two stages, 400 archs).
+    A supernet is trained on digits, then every arch is evaluated with it (BN
+    recalibration, validation accuracy, latency measured on the cpu profile); the
+    samplers then search that table.
+(b) ``nb201``: NAS-Bench-201 x HW-NAS-Bench (CIFAR-10 test accuracy vs a device's
+    latency), read from the CSV whose path you give.
+
+Both go through the product's search driver (Ray Tune trials, Optuna study) with a
+``TabularEvaluator``. Objectives are scaled to the true front's ideal-nadir box and the
+reference point is 1.1 in every scaled objective.
+
+    python benchmarks/search_efficiency.py --nb201 path/to/nb201_hw.csv --trials 100 --seeds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from evaluators import SupernetEvaluator, TabularEvaluator, load_dataset
+from evaluators import OptimConfig, SandwichConfig, train_supernet
+from hwprofiles import load_profile
+from nas import Objectives, StudyAdapter, hypervolume, make_sampler, normalized, open_study, pareto_mask
+from nas._config import RayConfig
+from nas._driver import run_search
+from nas._ray_backend import ray_session
+from search_spaces import ChoiceSpace, TableSpace, get_search_space
+
+OBJECTIVES = Objectives({"accuracy": "max", "latency_ms": "min"}, {})
+DIRECTIONS = ["max", "min"]
+NB201_OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
+SMALL_MOBILENET = {
+    "stage_channels": [16, 32], "stage_strides": [2, 2], "use_se": [False, True],
+    "activations": ["relu", "hardswish"], "depths": [1, 2], "kernel_sizes": [3, 5],
+    "expand_ratios": [2, 4], "head_channels": 64,
+}
+SAMPLERS = {  # Optuna's defaults, as plain Optuna would run them
+    "random": dict(name="random"),
+    "nsga2": dict(name="nsga2", population_size=50),
+    "tpe": dict(name="tpe"),
+    "tpe-multivariate": dict(name="tpe", multivariate=True),
+}
+
+
+class Problem:
+    """A space, a table evaluator over all of it, and its true front's scaling."""
+
+    def __init__(self, name: str, space: ChoiceSpace, table: TabularEvaluator) -> None:
+        self.name, self.space, self.table = name, space, table
+        values = np.array([[m["accuracy"], m["latency_ms"]] for m in (table(a) for a in table.archs())])
+        front = values[pareto_mask(values, DIRECTIONS)]
+        self.ideal = [front[:, 0].max(), front[:, 1].min()]
+        self.nadir = [front[:, 0].min(), front[:, 1].max()]
+        self.front_size = len(front)
+        self.true_hv = self.hv(front)
+
+    def hv(self, values: np.ndarray) -> float:
+        scaled = normalized(values, DIRECTIONS, self.ideal, self.nadir)
+        # scaled values are losses; hypervolume of losses against (1.1, 1.1)
+        return hypervolume(scaled, ["min", "min"], [1.1, 1.1])
+
+
+def nb201_problem(csv: Path, device: str) -> Problem:
+    frame = pd.read_csv(csv)
+    ops = [f"op_{i}" for i in range(6)]
+    table = TabularEvaluator.from_frame(frame, ops, {"accuracy": "cifar10_test_acc", "latency_ms": f"{device}_latency"})
+    # the published check: 1 - acc/100 and latency / max latency against (1, 1)
+    values = frame[["cifar10_test_acc", f"{device}_latency"]].to_numpy(dtype=float)
+    front = values[pareto_mask(values, DIRECTIONS)]
+    losses = np.column_stack([1 - front[:, 0] / 100, front[:, 1] / values[:, 1].max()])
+    print(f"nb201 {device}: published-normalisation hypervolume of the exact front "
+          f"{hypervolume(losses, ['min', 'min'], [1.0, 1.0]):.6f} ({len(front)} archs)")
+    return Problem(f"nb201-{device}", TableSpace("nb201", {op: NB201_OPS for op in ops}), table)
+
+
+def mobilenet_problem(cache: Path, epochs: int) -> Problem:
+    space = get_search_space("mobilenet_elastic", **SMALL_MOBILENET)
+    if cache.exists():
+        frame = pd.read_csv(cache)
+    else:
+        data = load_dataset("digits", path=None, image_size=16, val_fraction=0.2, test_fraction=0.2, seed=0)
+        start = time.perf_counter()
+        supernet, result = train_supernet(
+            space, data, epochs=epochs, batch_size=128, optim=OptimConfig(),
+            sandwich=SandwichConfig(), seed=0,
+        )
+        print(f"mobilenet: supernet trained in {time.perf_counter() - start:.0f} s "
+              f"(largest {result.max_accuracy:.3f}, smallest {result.min_accuracy:.3f})")
+        evaluator = SupernetEvaluator(
+            space_name="mobilenet_elastic", space_options=SMALL_MOBILENET,
+            state_dict=supernet.state_dict(), data=data, profile=load_profile("cpu"),
+            latency_cache=None, lock_dir=None,
+        )
+        rows = []
+        archs = list(space.enumerate())
+        start = time.perf_counter()
+        for i, arch in enumerate(archs):
+            rows.append({**arch.to_dict(), **evaluator(arch)})
+            if (i + 1) % 50 == 0:
+                print(f"  evaluated {i + 1}/{len(archs)} archs ({time.perf_counter() - start:.0f} s)")
+        frame = pd.DataFrame(rows)
+        frame.to_csv(cache, index=False)
+    table = TabularEvaluator.from_frame(frame, list(space.choices()), {"accuracy": "accuracy", "latency_ms": "latency_ms"})
+    return Problem("mobilenet-400", space, table)
+
+
+def run_once(problem: Problem, sampler: dict, seed: int, trials: int, workdir: Path, concurrent: int) -> tuple[float, float]:
+    """Returns (hypervolume fraction, seconds per trial) of one search."""
+    options = dict(sampler)
+    study = open_study(
+        f"sqlite:///{workdir / f'{problem.name}-{options["name"]}-{seed}-{time.time_ns()}.db'}",
+        "bench", OBJECTIVES, make_sampler(options.pop("name"), seed=seed, objectives=OBJECTIVES, **options),
+    )
+    adapter = StudyAdapter(study, problem.space, OBJECTIVES)
+    outcome = run_search(
+        adapter, problem.table, n_trials=trials, max_concurrent=concurrent,
+        resources={"CPU": 1}, tune_dir=workdir / "tune", name=f"{problem.name}-{seed}-{time.time_ns()}",
+    )
+    done = [t.values for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
+    return problem.hv(np.array(done)) / problem.true_hv, outcome.seconds / max(1, outcome.trials_run)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nb201", type=Path, help="path of nb201_hw.csv (problem b)")
+    parser.add_argument("--device", default="fpga", choices=["raspi4", "pixel3", "eyeriss", "fpga"])
+    parser.add_argument("--problems", default="mobilenet,nb201")
+    parser.add_argument("--trials", type=int, default=100, help="N for nb201")
+    parser.add_argument("--mobilenet-trials", type=int, default=40, help="N for mobilenet (of 400)")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--samplers", default=",".join(SAMPLERS))
+    parser.add_argument("--max-concurrent", type=int, default=1)
+    parser.add_argument("--mobilenet-cache", type=Path, default=Path("runs/bench_mobilenet400.csv"))
+    parser.add_argument("--supernet-epochs", type=int, default=15)
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    problems: list[tuple[Problem, int]] = []
+    for name in args.problems.split(","):
+        if name == "mobilenet":
+            args.mobilenet_cache.parent.mkdir(parents=True, exist_ok=True)
+            problems.append((mobilenet_problem(args.mobilenet_cache, args.supernet_epochs), args.mobilenet_trials))
+        elif name == "nb201":
+            if args.nb201 is None:
+                parser.error("--nb201 PATH is needed for the nb201 problem")
+            problems.append((nb201_problem(args.nb201, args.device), args.trials))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, ray_session(RayConfig(dashboard=False)):
+        for problem, trials in problems:
+            for label in args.samplers.split(","):
+                fractions, per_trial = [], []
+                for seed in range(args.seeds):
+                    fraction, seconds = run_once(problem, SAMPLERS[label], seed, trials, Path(tmp), args.max_concurrent)
+                    fractions.append(fraction)
+                    per_trial.append(seconds)
+                rows.append((problem.name, problem.front_size, trials, label, fractions, statistics.median(per_trial)))
+                print(f"  {problem.name} {label}: {statistics.fmean(fractions):.3f}", flush=True)
+    print()
+    print("| problem | true front | N | sampler | hypervolume fraction (mean ± sd over seeds) | per seed | s per trial |")
+    print("|---|---|---|---|---|---|---|")
+    for name, front, trials, label, fractions, seconds in rows:
+        sd = statistics.stdev(fractions) if len(fractions) > 1 else 0.0
+        print(f"| {name} | {front} | {trials} | {label} | {statistics.fmean(fractions):.3f} ± {sd:.3f} | "
+              f"{' '.join(f'{f:.3f}' for f in fractions)} | {seconds:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
