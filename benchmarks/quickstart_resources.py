@@ -19,18 +19,20 @@ from pathlib import Path
 import psutil
 
 
-def tree_memory(root: psutil.Process) -> tuple[int, int, int]:
-    """Returns (sum of PSS, sum of RSS, process count) over ``root`` and its descendants."""
-    pss = rss = count = 0
+def tree_memory(root: psutil.Process) -> tuple[int, int, list[tuple[str, int]]]:
+    """Returns (sum of PSS, sum of RSS, [(name, PSS)]) over ``root`` and its descendants."""
+    pss = rss = 0
+    parts: list[tuple[str, int]] = []
     for proc in [root, *root.children(recursive=True)]:
         try:
             info = proc.memory_full_info()
+            name = " ".join(proc.cmdline()[:3])[-60:] or proc.name()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
         pss += getattr(info, "pss", info.rss)
         rss += info.rss
-        count += 1
-    return pss, rss, count
+        parts.append((name, getattr(info, "pss", info.rss)))
+    return pss, rss, parts
 
 
 def main() -> int:
@@ -47,12 +49,15 @@ def main() -> int:
     child = subprocess.Popen(command)
     root = psutil.Process(child.pid)
     peak_pss = peak_rss = peak_procs = 0
+    at_peak: list[tuple[str, int]] = []
     while child.poll() is None:
         try:
-            pss, rss, count = tree_memory(root)
+            pss, rss, parts = tree_memory(root)
         except psutil.NoSuchProcess:
             break
-        peak_pss, peak_rss, peak_procs = max(peak_pss, pss), max(peak_rss, rss), max(peak_procs, count)
+        if pss > peak_pss:
+            peak_pss, at_peak = pss, parts
+        peak_rss, peak_procs = max(peak_rss, rss), max(peak_procs, len(parts))
         time.sleep(args.interval)
     wall = time.perf_counter() - start
     gib = 2**30
@@ -63,6 +68,11 @@ def main() -> int:
         f"| {' '.join(command[1:])} | {child.returncode} | {wall:.0f} s | {peak_pss / gib:.2f} GiB "
         f"| {peak_rss / gib:.2f} GiB | {peak_procs} |"
     )
+    print()
+    print("| process at peak | PSS MiB |")
+    print("|---|---|")
+    for name, pss in sorted(at_peak, key=lambda item: -item[1])[:12]:
+        print(f"| {name} | {pss / 2**20:.0f} |")
     return int(child.returncode or 0)
 
 

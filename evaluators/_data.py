@@ -15,7 +15,6 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, TensorDataset
 
 logger = logging.getLogger(__name__)
@@ -190,6 +189,8 @@ def build_splits(
     Raises:
         DataError: a class has too few samples to stratify, or the fractions leave no data.
     """
+    from sklearn.model_selection import train_test_split  # heavy (SciPy): only where used
+
     if x.ndim == 3:
         x = x[:, None, :, :]  # (N, H, W) -> (N, 1, H, W)
     indices = np.arange(len(y))

@@ -30,12 +30,13 @@ __all__ = ["HardwareProfile", "ProfileError", "list_profiles", "load_profile"]
 
 # Bumped whenever the meaning of a fingerprinted field changes, so that cached
 # measurements taken under the old meaning stop matching.
-_FINGERPRINT_VERSION = 1
+_FINGERPRINT_VERSION = 2
 
 # Fields that change what a latency measurement returns. Name, description and the
 # Ray resources only decide where and under which label a measurement runs.
 _MEASUREMENT_FIELDS = (
     "device", "backend", "precision", "batch_size", "threads", "warmup", "repeats",
+    "min_sample_ms",
 )
 
 _PACKAGE = "hwprofiles"
@@ -58,7 +59,10 @@ class HardwareProfile(BaseModel):
         batch_size: Batch dimension used for every measurement.
         threads: Intra-op CPU threads, or ``None`` for the backend's default.
         warmup: Untimed runs before the timed ones.
-        repeats: Timed runs; statistics are computed over these.
+        repeats: Timed samples; statistics are computed over these.
+        min_sample_ms: A sample averages back-to-back runs until it lasts this long (0: one
+            run per sample). Sub-millisecond models timed call by call measure mostly
+            timer and scheduler jitter.
         resources: Ray resources one measurement needs, e.g. ``{"CPU": 1, "GPU": 1}``.
 
     Example:
@@ -78,6 +82,7 @@ class HardwareProfile(BaseModel):
     threads: int | None = Field(default=None, gt=0)
     warmup: int = Field(default=20, ge=0)
     repeats: int = Field(default=100, ge=5)
+    min_sample_ms: float = Field(default=0.0, ge=0, le=1000)
     resources: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0})
 
     @field_validator("resources")

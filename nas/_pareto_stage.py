@@ -7,6 +7,7 @@ from rich.table import Table
 
 from nas._stage import RunContext, Stage
 from nas._study import pareto_frame
+from search_spaces import Arch, ChoiceSpace
 
 
 class ParetoStage(Stage):
@@ -23,11 +24,11 @@ class ParetoStage(Stage):
         front = front.sort_values(names[::-1]).reset_index(drop=True)
         run.write_frame(run.pareto, front)
         run.mark_done(self.name, models=len(front))
-        ctx.console.print(pareto_table(front, ctx.spec.search.constraints))
+        ctx.console.print(pareto_table(front, ctx.spec.search.constraints, ctx.space))
 
 
-def pareto_table(front: pd.DataFrame, constraints: dict[str, float]) -> Table:
-    """Returns a rich table of the Pareto set."""
+def pareto_table(front: pd.DataFrame, constraints: dict[str, float], space: ChoiceSpace) -> Table:
+    """Returns a rich table of the Pareto set, archs in the space's compact form."""
     title = "Pareto set"
     if constraints:
         title += " (" + ", ".join(f"{k} <= {v:g}" for k, v in constraints.items()) + ")"
@@ -38,6 +39,6 @@ def pareto_table(front: pd.DataFrame, constraints: dict[str, float]) -> Table:
         table.add_row(
             str(row.number), f"{row.accuracy:.4f}", f"{row.latency_ms:.4f}",
             f"{row.latency_cv:.3f}", f"{int(row.params):,}", f"{row.macs / 1e6:.2f}",
-            str(row.arch),
+            space.summarize(Arch.from_json(str(row.arch))),
         )
     return table

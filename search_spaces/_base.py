@@ -38,6 +38,10 @@ class ChoiceSpace(ABC):
             SearchSpaceError: a choice is missing, unknown, or has a value not allowed.
         """
 
+    def summarize(self, arch: Arch) -> str:
+        """Returns a short human-readable form of ``arch`` for tables and logs."""
+        return " ".join(f"{name}={value}" for name, value in arch.items())
+
     def sample(self, rng: random.Random) -> Arch:
         """Returns a uniformly sampled arch (over the flat choices) drawn with ``rng``."""
         return self.decode({name: rng.choice(values) for name, values in self.choices().items()})

@@ -215,6 +215,18 @@ class MobileNetElasticSpace(SearchSpace):
             f"choices; {self.num_archs():,} distinct architectures."
         )
 
+    def summarize(self, arch: Arch) -> str:
+        """Returns a compact form: per stage, ``d<depth>:`` then ``k<kernel>e<expand>`` per block.
+
+        Example: ``d2:k5e4,k3e2 | d1:k3e3 | ...``
+        """
+        stages = []
+        for s in range(len(self.options.stage_channels)):
+            depth = int(arch[f"d{s}"])
+            blocks = ",".join(f"k{arch[f'k{s}_{b}']}e{arch[f'e{s}_{b}']}" for b in range(depth))
+            stages.append(f"d{depth}:{blocks}")
+        return " | ".join(stages)
+
     def se_channels(self, mid_channels: int) -> int:
         """Returns the squeeze-excite bottleneck width for an expanded width."""
         return make_divisible(mid_channels * SE_RATIO, SE_DIVISOR)

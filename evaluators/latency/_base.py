@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, ClassVar, Union
 
 if TYPE_CHECKING:
@@ -11,7 +14,12 @@ if TYPE_CHECKING:
 
     from hwprofiles import HardwareProfile
 
-__all__ = ["BackendUnavailable", "LatencyBackend", "ModelLike"]
+__all__ = ["BackendUnavailable", "LatencyBackend", "ModelLike", "Runner"]
+
+#: Runs ``n`` inferences back to back; returns their elapsed milliseconds.
+Runner = Callable[[int], float]
+# The most back-to-back inferences one sample may average over.
+_MAX_INNER = 10_000
 
 # A model to time: a torch module, or (for ONNX-based backends) a serialised ONNX model
 # given as bytes or as the path of a ``.onnx`` file.
@@ -28,10 +36,11 @@ class LatencyBackend(ABC):
     Call order: :func:`get_backend` constructs one backend per profile; the constructor
     checks that the stack can run here and raises :class:`BackendUnavailable` otherwise.
     :class:`LatencyMeter` then calls :meth:`time` once per measurement, with the model
-    in eval mode and the device held exclusively, so everything that touches the device
-    (export, engine building, warm-up, timed runs) belongs inside :meth:`time`.
+    in eval mode and the device held exclusively; :meth:`time` opens :meth:`session`, so
+    everything that touches the device (export, engine building, warm-up, timed runs)
+    happens inside that hold.
 
-    Subclasses set ``name`` and implement :meth:`time`.
+    Subclasses set ``name`` and implement :meth:`session`.
 
     Args:
         profile: The hardware profile this backend measures for.
@@ -43,23 +52,59 @@ class LatencyBackend(ABC):
         self.profile = profile
 
     @abstractmethod
+    def session(
+        self, model: ModelLike, input_shape: tuple[int, ...]
+    ) -> AbstractContextManager[Runner]:
+        """Prepares ``model`` (export, engine build, device placement) and yields a runner.
+
+        The runner runs ``n`` inferences back to back and returns their elapsed time in
+        milliseconds, measured the backend's way (``perf_counter`` on the CPU, CUDA events
+        on a GPU).
+
+        Raises:
+            TypeError: The backend cannot time this kind of model.
+        """
+
     def time(
-        self, model: ModelLike, input_shape: tuple[int, ...], *, warmup: int, repeats: int
+        self,
+        model: ModelLike,
+        input_shape: tuple[int, ...],
+        *,
+        warmup: int,
+        repeats: int,
+        min_sample_ms: float = 0.0,
     ) -> list[float]:
-        """Runs ``warmup`` untimed then ``repeats`` timed inferences.
+        """Runs ``warmup`` untimed then ``repeats`` timed samples of inference.
+
+        A sample is one inference, or, when one is shorter than ``min_sample_ms``, the
+        mean of the smallest number of back-to-back inferences that lasts that long
+        (timeit's autorange): a 40-microsecond model timed call by call measures timer
+        and scheduler jitter more than the model.
 
         Args:
             model: The model to time. Must not be modified.
             input_shape: Full input shape, batch dimension included.
             warmup: Untimed runs first.
-            repeats: Timed runs.
+            repeats: Timed samples.
+            min_sample_ms: The shortest a sample may last; 0 times every run alone.
 
         Returns:
-            ``repeats`` latencies in milliseconds, in the order they ran.
+            ``repeats`` per-inference latencies in milliseconds, in the order they ran.
 
         Raises:
             TypeError: The backend cannot time this kind of model.
         """
+        with self.session(model, input_shape) as run:
+            if warmup:
+                run(warmup)
+            inner = 1
+            while min_sample_ms > 0 and inner < _MAX_INNER:
+                elapsed = run(inner)
+                if elapsed >= min_sample_ms:
+                    break
+                grow = math.ceil(inner * min_sample_ms / max(elapsed, 1e-6))
+                inner = min(_MAX_INNER, max(2 * inner, grow))
+            return [run(inner) / inner for _ in range(repeats)]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(profile={self.profile.name!r})"

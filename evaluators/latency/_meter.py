@@ -119,7 +119,8 @@ class LatencyMeter:
 
         with _eval_mode(model), self.lock.measure():
             samples = self.backend.time(
-                model, shape, warmup=self.profile.warmup, repeats=self.profile.repeats
+                model, shape, warmup=self.profile.warmup, repeats=self.profile.repeats,
+                min_sample_ms=self.profile.min_sample_ms,
             )
         latency = Latency.from_samples(samples)
         logger.debug(

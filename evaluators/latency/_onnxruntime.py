@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from evaluators.latency._base import BackendUnavailable, LatencyBackend
 from evaluators.latency._onnx import to_onnx
 
 if TYPE_CHECKING:
-    from evaluators.latency._base import ModelLike
+    from evaluators.latency._base import ModelLike, Runner
     from hwprofiles import HardwareProfile
 
 __all__ = ["OnnxRuntimeBackend"]
@@ -40,10 +42,9 @@ class OnnxRuntimeBackend(LatencyBackend):
                 "(pip install onnxruntime)"
             ) from err
 
-    def time(
-        self, model: ModelLike, input_shape: tuple[int, ...], *, warmup: int, repeats: int
-    ) -> list[float]:
-        """Times ``repeats`` runs of an onnxruntime session; see :class:`LatencyBackend`."""
+    @contextmanager
+    def session(self, model: ModelLike, input_shape: tuple[int, ...]) -> Iterator[Runner]:
+        """Yields a runner over an onnxruntime session; see :class:`LatencyBackend`."""
         import numpy as np
         import onnxruntime as ort
 
@@ -62,12 +63,12 @@ class OnnxRuntimeBackend(LatencyBackend):
         dtype = _NUMPY_DTYPES.get(inputs[0].type, "float32")
         x = np.random.default_rng(0).standard_normal(input_shape).astype(dtype)
         feed = {inputs[0].name: x}
+        run = session.run
 
-        for _ in range(warmup):
-            session.run(None, feed)
-        samples = []
-        for _ in range(repeats):
+        def runner(n: int) -> float:
             start = time.perf_counter_ns()
-            session.run(None, feed)
-            samples.append((time.perf_counter_ns() - start) / 1e6)
-        return samples
+            for _ in range(n):
+                run(None, feed)
+            return (time.perf_counter_ns() - start) / 1e6
+
+        yield runner

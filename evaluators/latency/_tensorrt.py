@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from evaluators.latency._base import BackendUnavailable, LatencyBackend
@@ -11,7 +13,7 @@ from evaluators.latency._onnx import to_onnx
 if TYPE_CHECKING:
     import torch
 
-    from evaluators.latency._base import ModelLike
+    from evaluators.latency._base import ModelLike, Runner
     from hwprofiles import HardwareProfile
 
 __all__ = ["TensorRTBackend"]
@@ -27,7 +29,7 @@ class TensorRTBackend(LatencyBackend):
     Precision ``fp16`` lets the builder pick half-precision kernels; ``int8`` builds from
     a QDQ-quantised export (explicit quantisation) with INT8 and FP16 kernels allowed.
     Device buffers are torch CUDA tensors, so no other CUDA binding is needed. The
-    engine is built inside :meth:`time` because the builder times kernels on the GPU.
+    engine is built inside :meth:`session` because the builder times kernels on the GPU.
 
     Raises:
         BackendUnavailable: ``tensorrt`` cannot be imported or no CUDA GPU is visible.
@@ -53,10 +55,14 @@ class TensorRTBackend(LatencyBackend):
             )
         self._trt: Any = tensorrt
 
-    def time(
-        self, model: ModelLike, input_shape: tuple[int, ...], *, warmup: int, repeats: int
-    ) -> list[float]:
-        """Builds an engine and times ``repeats`` runs; see :class:`LatencyBackend`."""
+    @contextmanager
+    def session(self, model: ModelLike, input_shape: tuple[int, ...]) -> Iterator[Runner]:
+        """Builds an engine and yields a runner of ``execute_async_v3``; see
+        :class:`LatencyBackend`.
+
+        Raises:
+            RuntimeError: TensorRT cannot parse the model or build or run the engine.
+        """
         import torch
 
         trt = self._trt
@@ -83,21 +89,21 @@ class TensorRTBackend(LatencyBackend):
 
         stream = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
         handle = stream.cuda_stream
-        with torch.cuda.stream(stream):
-            for _ in range(warmup):
+
+        def run(n: int) -> float:
+            start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+            end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+            start.record(stream)
+            for _ in range(n):
                 if not context.execute_async_v3(handle):
                     raise RuntimeError("TensorRT engine failed to execute")
-            stream.synchronize()
-            samples = []
-            for _ in range(repeats):
-                start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-                end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-                start.record(stream)
-                context.execute_async_v3(handle)
-                end.record(stream)
-                end.synchronize()
-                samples.append(start.elapsed_time(end))
-        return samples
+            end.record(stream)
+            end.synchronize()
+            return float(start.elapsed_time(end))
+
+        with torch.cuda.stream(stream):
+            yield run
+        del buffers
 
     def _build_engine(
         self, trt_logger: Any, onnx_bytes: bytes, input_shape: tuple[int, ...]

@@ -14,7 +14,7 @@ from torch import nn
 from evaluators.latency._base import BackendUnavailable, LatencyBackend
 
 if TYPE_CHECKING:
-    from evaluators.latency._base import ModelLike
+    from evaluators.latency._base import ModelLike, Runner
     from hwprofiles import HardwareProfile
 
 __all__ = ["TorchBackend", "num_threads"]
@@ -68,10 +68,9 @@ class TorchBackend(LatencyBackend):
                 f"(supported: {', '.join(_DTYPES)})"
             )
 
-    def time(
-        self, model: ModelLike, input_shape: tuple[int, ...], *, warmup: int, repeats: int
-    ) -> list[float]:
-        """Times ``repeats`` forward passes; see :class:`LatencyBackend`."""
+    @contextmanager
+    def session(self, model: ModelLike, input_shape: tuple[int, ...]) -> Iterator[Runner]:
+        """Yields a runner of forward passes; see :class:`LatencyBackend`."""
         if not isinstance(model, nn.Module):
             raise TypeError(
                 f"model: the torch backend times torch.nn.Module, got {type(model).__name__}"
@@ -84,9 +83,7 @@ class TorchBackend(LatencyBackend):
         module = _placed(model, device, dtype)
         x = torch.randn(input_shape, generator=torch.Generator().manual_seed(0)).to(device, dtype)
         with torch.inference_mode(), num_threads(self.profile.threads):
-            if device.type == "cuda":
-                return _time_cuda(module, x, warmup=warmup, repeats=repeats)
-            return _time_cpu(module, x, warmup=warmup, repeats=repeats)
+            yield _cuda_runner(module, x) if device.type == "cuda" else _cpu_runner(module, x)
 
 
 def _placed(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
@@ -98,31 +95,29 @@ def _placed(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Mo
     return copy.deepcopy(model).to(device=device, dtype=dtype)
 
 
-def _time_cpu(model: nn.Module, x: torch.Tensor, *, warmup: int, repeats: int) -> list[float]:
-    for _ in range(warmup):
-        model(x)
-    samples = []
-    for _ in range(repeats):
+def _cpu_runner(model: nn.Module, x: torch.Tensor) -> Runner:
+    def run(n: int) -> float:
         start = time.perf_counter_ns()
-        model(x)
-        samples.append((time.perf_counter_ns() - start) / 1e6)
-    return samples
+        for _ in range(n):
+            model(x)
+        return (time.perf_counter_ns() - start) / 1e6
+
+    return run
 
 
-def _time_cuda(model: nn.Module, x: torch.Tensor, *, warmup: int, repeats: int) -> list[float]:
-    for _ in range(warmup):
-        model(x)
+def _cuda_runner(model: nn.Module, x: torch.Tensor) -> Runner:
     torch.cuda.synchronize(x.device)
-    event = torch.cuda.Event
-    pairs = [
-        (event(enable_timing=True), event(enable_timing=True))  # type: ignore[no-untyped-call]
-        for _ in range(repeats)
-    ]
-    for start, end in pairs:
-        # Waiting for each run keeps the queue empty when the next one starts, so every
-        # sample includes kernel-launch overhead, as a single request would.
+
+    def run(n: int) -> float:
+        # The queue is empty when a sample starts (the previous one synchronised), so a
+        # one-run sample includes kernel-launch overhead, as a single request would.
+        start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
         start.record()
-        model(x)
+        for _ in range(n):
+            model(x)
         end.record()
         end.synchronize()
-    return [start.elapsed_time(end) for start, end in pairs]
+        return float(start.elapsed_time(end))
+
+    return run

@@ -49,10 +49,14 @@ class _Counting(LatencyBackend):
         super().__init__(inner.profile)
         self.inner, self.calls = inner, 0
 
+    def session(self, model: Any, input_shape: tuple[int, ...]) -> Any:
+        return self.inner.session(model, input_shape)
+
     def time(self, model: Any, input_shape: tuple[int, ...], *, warmup: int,
-             repeats: int) -> list[float]:
+             repeats: int, min_sample_ms: float = 0.0) -> list[float]:
         self.calls += 1
-        return self.inner.time(model, input_shape, warmup=warmup, repeats=repeats)
+        return self.inner.time(model, input_shape, warmup=warmup, repeats=repeats,
+                               min_sample_ms=min_sample_ms)
 
 
 class _Probe(nn.Module):
@@ -135,7 +139,7 @@ def test_onnxruntime_times_onnx_bytes_and_files(tmp_path: Path, lock: DeviceLock
 def test_torch_backend_uses_profile_batch_and_threads_then_restores(lock: DeviceLock) -> None:
     threads_before = torch.get_num_threads()
     probe = _Probe()
-    meter = LatencyMeter(_profile("cpu-torch", batch_size=3, threads=1), lock=lock)
+    meter = LatencyMeter(_profile("cpu-torch", batch_size=3, threads=1, min_sample_ms=0), lock=lock)
     meter.measure(probe, (64, 3, 8, 8))
     assert probe.seen and len(probe.seen) == 2 + 10  # warm-up + repeats
     assert set(probe.seen) == {(3, 1, True)}
@@ -268,3 +272,31 @@ def test_torch_cuda_backend_measures_without_moving_the_model(
     assert lat.median_ms < (time.monotonic() - start) * 1000
     assert next(model.parameters()).device.type == "cpu"
     assert next(model.parameters()).dtype == torch.float32
+
+
+class _CallCounter(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.linear(x)
+
+
+def test_short_runs_are_averaged_until_a_sample_lasts_min_sample_ms() -> None:
+    profile = HardwareProfile(name="t", device="cpu", backend="torch", threads=1)
+    backend = get_backend(profile)
+    model = _CallCounter().eval()
+    single = backend.time(model, (1, 4), warmup=0, repeats=20)
+    calls_single = model.calls
+    model.calls = 0
+    averaged = backend.time(model, (1, 4), warmup=0, repeats=20, min_sample_ms=2.0)
+    assert calls_single == 20 and len(single) == 20 and len(averaged) == 20
+    # a tiny linear layer takes microseconds: each sample needed many runs
+    inner = (model.calls - 20) // 20  # calibration runs come before the 20 samples
+    assert model.calls > 20 * 50 and inner >= 1
+    # and the per-run estimate is of the same order as the call-by-call median
+    med = sorted(single)[10]
+    assert 0.05 * med < sorted(averaged)[10] < 20 * med

@@ -66,10 +66,14 @@ class _Recording(LatencyBackend):
         self.inner = inner
         self.intervals: list[Interval] = []
 
+    def session(self, model: Any, input_shape: tuple[int, ...]) -> Any:
+        return self.inner.session(model, input_shape)
+
     def time(self, model: Any, input_shape: tuple[int, ...], *, warmup: int,
-             repeats: int) -> list[float]:
+             repeats: int, min_sample_ms: float = 0.0) -> list[float]:
         start = time.monotonic()
-        samples = self.inner.time(model, input_shape, warmup=warmup, repeats=repeats)
+        samples = self.inner.time(model, input_shape, warmup=warmup, repeats=repeats,
+                               min_sample_ms=min_sample_ms)
         self.intervals.append((start, time.monotonic()))
         return samples
 
