@@ -29,10 +29,24 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from evaluators import SupernetEvaluator, TabularEvaluator, load_dataset
-from evaluators import OptimConfig, SandwichConfig, train_supernet
+from evaluators import (
+    OptimConfig,
+    SandwichConfig,
+    SupernetEvaluator,
+    TabularEvaluator,
+    load_dataset,
+    train_supernet,
+)
 from hwprofiles import load_profile
-from nas import Objectives, StudyAdapter, hypervolume, make_sampler, normalized, open_study, pareto_mask
+from nas import (
+    Objectives,
+    StudyAdapter,
+    hypervolume,
+    make_sampler,
+    normalized,
+    open_study,
+    pareto_mask,
+)
 from nas._config import RayConfig
 from nas._driver import run_search
 from nas._ray_backend import ray_session
@@ -47,10 +61,10 @@ SMALL_MOBILENET = {
     "expand_ratios": [2, 4], "head_channels": 64,
 }
 SAMPLERS = {  # Optuna's defaults, as plain Optuna would run them
-    "random": dict(name="random"),
-    "nsga2": dict(name="nsga2", population_size=50),
-    "tpe": dict(name="tpe"),
-    "tpe-multivariate": dict(name="tpe", multivariate=True),
+    "random": {"name": "random"},
+    "nsga2": {"name": "nsga2", "population_size": 50},
+    "tpe": {"name": "tpe"},
+    "tpe-multivariate": {"name": "tpe", "multivariate": True},
 }
 
 
@@ -63,7 +77,7 @@ class Problem:
         front = values[pareto_mask(values, DIRECTIONS)]
         self.ideal = [front[:, 0].max(), front[:, 1].min()]
         self.nadir = [front[:, 0].min(), front[:, 1].max()]
-        self.front_size = len(front)
+        self.front_size = f"{len(front)} ({len(np.unique(front, axis=0))} distinct)"
         self.true_hv = self.hv(front)
 
     def hv(self, values: np.ndarray) -> float:
@@ -119,9 +133,11 @@ def mobilenet_problem(cache: Path, epochs: int) -> Problem:
 def run_once(problem: Problem, sampler: dict, seed: int, trials: int, workdir: Path, concurrent: int) -> tuple[float, float]:
     """Returns (hypervolume fraction, seconds per trial) of one search."""
     options = dict(sampler)
+    name = options.pop("name")
+    path = workdir / f"{problem.name}-{name}-{seed}-{time.time_ns()}.db"
     study = open_study(
-        f"sqlite:///{workdir / f'{problem.name}-{options["name"]}-{seed}-{time.time_ns()}.db'}",
-        "bench", OBJECTIVES, make_sampler(options.pop("name"), seed=seed, objectives=OBJECTIVES, **options),
+        f"sqlite:///{path}", "bench", OBJECTIVES,
+        make_sampler(name, seed=seed, objectives=OBJECTIVES, **options),
     )
     adapter = StudyAdapter(study, problem.space, OBJECTIVES)
     outcome = run_search(
@@ -168,7 +184,7 @@ def main() -> int:
                 rows.append((problem.name, problem.front_size, trials, label, fractions, statistics.median(per_trial)))
                 print(f"  {problem.name} {label}: {statistics.fmean(fractions):.3f}", flush=True)
     print()
-    print("| problem | true front | N | sampler | hypervolume fraction (mean ± sd over seeds) | per seed | s per trial |")
+    print("| problem | true front archs | N | sampler | hypervolume fraction (mean ± sd over seeds) | per seed | s per trial |")
     print("|---|---|---|---|---|---|---|")
     for name, front, trials, label, fractions, seconds in rows:
         sd = statistics.stdev(fractions) if len(fractions) > 1 else 0.0

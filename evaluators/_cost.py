@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 
 import torch
 from torch import nn
+
+from evaluators._modes import eval_mode
 
 __all__ = ["count_macs", "count_params", "model_size_bytes"]
 
@@ -89,7 +90,7 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     try:
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(torch.zeros((1, *dims[1:]), device=device, dtype=dtype))
     finally:
         for handle in handles:
@@ -105,14 +106,3 @@ def _unique(tensors: Iterator[torch.Tensor] | list[torch.Tensor]) -> list[torch.
             seen.add(id(t))
             out.append(t)
     return out
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    flags = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in flags:
-            module.training = training

@@ -48,14 +48,14 @@ class SandwichStep:
         model.set_active(self._max)
         teacher_logits = model(x)
         loss = F.cross_entropy(teacher_logits, y, label_smoothing=self.config.label_smoothing)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         soft_targets = F.softmax(teacher_logits.detach() / t, dim=1)
         students = [self._min] + [self.space.sample(self.rng) for _ in range(self.config.random_subnets)]
         for arch in students:
             model.set_active(arch)
             log_probs = F.log_softmax(model(x) / t, dim=1)
             kd = F.kl_div(log_probs, soft_targets, reduction="batchmean") * (t * t)
-            kd.backward()
+            kd.backward()  # type: ignore[no-untyped-call]
         model.set_active(self._max)
         return float(loss.detach())
 

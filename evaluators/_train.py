@@ -26,13 +26,13 @@ class TrainStep(Protocol):
     gradients of several subnets); the loop zeroes gradients before and steps after.
     """
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float: ...
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, /) -> float: ...
 
 
 class EpochCallback(Protocol):
     """Called after every epoch with its index (from 0) and mean loss."""
 
-    def __call__(self, epoch: int, mean_loss: float) -> None: ...
+    def __call__(self, epoch: int, mean_loss: float, /) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -97,8 +97,9 @@ class SupernetEvaluator(TrialEvaluator):
         """
         start = time.perf_counter()
         lock = DeviceLock(self.profile.device, lock_dir=self.lock_dir)
-        subnet = self.supernet().extract(arch)
-        with lock.compute():
+        input_shape = self.data.input_shape
+        with lock.compute():  # everything but the timing itself: no overlap with a measurement
+            subnet = self.supernet().extract(arch)
             if self.finetune_epochs > 0:
                 train(
                     subnet,
@@ -116,7 +117,7 @@ class SupernetEvaluator(TrialEvaluator):
                 self.recalibration_batches,
             )
             acc = accuracy(subnet, self.data.loader("val", 512))
-        input_shape = self.data.input_shape
+            params, macs = count_params(subnet), count_macs(subnet, input_shape)
         meter = LatencyMeter(
             self.profile,
             cache=LatencyCache(self.latency_cache) if self.latency_cache else None,
@@ -128,8 +129,8 @@ class SupernetEvaluator(TrialEvaluator):
             "latency_ms": latency.median_ms,
             "latency_p90_ms": latency.p90_ms,
             "latency_cv": latency.cv,
-            "params": float(count_params(subnet)),
-            "macs": float(count_macs(subnet, input_shape)),
+            "params": float(params),
+            "macs": float(macs),
             "eval_seconds": time.perf_counter() - start,
             "latency_cached": float(meter.hits > 0),
         }
@@ -194,4 +195,7 @@ class TabularEvaluator(TrialEvaluator):
 
 def _scalar(value: Any) -> int | float | str | bool:
     """Returns a plain Python scalar for a pandas/numpy cell."""
-    return value.item() if hasattr(value, "item") else value
+    scalar = value.item() if hasattr(value, "item") else value
+    if not isinstance(scalar, (int, float, str, bool)):
+        raise TypeError(f"table cells of arch columns must be scalars, got {value!r}")
+    return scalar

@@ -6,7 +6,14 @@ from nas._config import RunSpec, load_config, validate_config
 from nas._errors import ConfigError, NasError, RunDirError
 from nas._pareto import hypervolume, normalized, pareto_mask
 from nas._rundir import RunDir
-from nas._study import Objectives, StudyAdapter, make_sampler, open_study, pareto_frame, trials_frame
+from nas._study import (
+    Objectives,
+    StudyAdapter,
+    make_sampler,
+    open_study,
+    pareto_frame,
+    trials_frame,
+)
 
 __all__ = [
     "ConfigError", "NasError", "Objectives", "RunDir", "RunDirError", "RunSpec", "StudyAdapter",

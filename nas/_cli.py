@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted; run the same command again to resume")
         return 130
-    except Exception as exc:  # an internal failure: say so, and how to see more
+    except Exception as exc:  # noqa: BLE001 - any internal failure: say so, and how to see more
         if args.debug:
             traceback.print_exc()
         else:

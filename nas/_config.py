@@ -21,6 +21,7 @@ from search_spaces import SearchSpaceError, get_search_space_options, list_searc
 OBJECTIVE_METRICS: dict[str, Literal["min", "max"]] = {
     "accuracy": "max", "latency_ms": "min", "params": "min", "macs": "min",
 }
+_DEFAULT_OBJECTIVES: dict[str, Literal["min", "max"]] = {"accuracy": "max", "latency_ms": "min"}
 #: Metrics that may carry an upper-bound constraint.
 CONSTRAINT_METRICS = ("latency_ms", "params", "macs")
 
@@ -111,9 +112,7 @@ class SearchConfig(_Section):
     population_size: int = Field(default=16, ge=2)
     n_trials: int = Field(default=40, gt=0)
     max_concurrent: int = Field(default=2, ge=1)
-    objectives: dict[str, Literal["min", "max"]] = Field(
-        default_factory=lambda: {"accuracy": "max", "latency_ms": "min"}
-    )
+    objectives: dict[str, Literal["min", "max"]] = Field(default_factory=lambda: dict(_DEFAULT_OBJECTIVES))
     constraints: dict[str, float] = Field(default_factory=dict)
     recalibration_batches: int = Field(default=8, ge=1)
     finetune_epochs: int = Field(default=0, ge=0)
@@ -174,7 +173,7 @@ class RunSpec(_Section):
 
     def to_yaml(self) -> str:
         """Returns the resolved configuration as YAML (every default made explicit)."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return str(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
 
 
 def load_config(path: Path, overrides: list[str] | None = None) -> RunSpec:

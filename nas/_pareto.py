@@ -24,7 +24,7 @@ def to_loss(values: np.ndarray, directions: Sequence[Direction]) -> np.ndarray:
             f"expected an (n, {len(directions)}) array of objective values, got {values.shape}"
         )
     signs = np.array([1.0 if d == "min" else -1.0 for d in directions])
-    return values * signs
+    return np.asarray(values * signs, dtype=float)
 
 
 def pareto_mask(values: np.ndarray, directions: Sequence[Direction]) -> np.ndarray:
@@ -70,4 +70,4 @@ def normalized(
     lo = to_loss(np.asarray([ideal], dtype=float), directions)[0]
     hi = to_loss(np.asarray([nadir], dtype=float), directions)[0]
     span = np.where(hi - lo == 0, 1.0, hi - lo)
-    return (losses - lo) / span
+    return np.asarray((losses - lo) / span, dtype=float)

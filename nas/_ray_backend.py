@@ -94,7 +94,10 @@ def _dashboard_url() -> str | None:
 
 def _token_auth() -> bool:
     with contextlib.suppress(Exception):
-        from ray._raylet import AuthenticationMode, get_authentication_mode
+        from ray._raylet import (  # type: ignore[attr-defined]
+            AuthenticationMode,
+            get_authentication_mode,
+        )
 
         return bool(get_authentication_mode() == AuthenticationMode.TOKEN)
     return os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
@@ -122,7 +125,7 @@ class StudySearcher(Searcher):
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any) -> bool:
         return True
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         if self._issued >= self._budget:
             return Searcher.FINISHED
         number, arch = self._adapter.ask()
@@ -173,7 +176,7 @@ def run_trial(config: Mapping[str, Any], evaluator: TrialEvaluator) -> None:
     arch = Arch.from_json(str(config["arch"]))
     try:
         metrics = evaluator(arch)
-    except Exception as exc:  # any failure of one candidate must not stop the search
+    except Exception as exc:  # noqa: BLE001 - one candidate's failure must not stop the search
         logger.warning("trial %s failed: %s", config.get("number"), exc)
         tune.report({"error": f"{type(exc).__name__}: {exc}"})
         return

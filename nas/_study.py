@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.distributions import CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from nas._pareto import Direction, hypervolume, pareto_mask
@@ -93,7 +94,7 @@ class StudyAdapter:
         self.space = space
         self.objectives = objectives
         self.reference_point = list(reference_point) if reference_point is not None else None
-        self._distributions = {
+        self._distributions: dict[str, BaseDistribution] = {
             name: CategoricalDistribution(list(values)) for name, values in space.choices().items()
         }
         self._started: dict[int, float] = {}
@@ -158,7 +159,8 @@ class StudyAdapter:
                 self.objectives.constraints.items(), self.objectives.violations(result)
             ):
                 trial.set_constraint(name, violation)
-        self.study.tell(number, [float(v) for v in values] if state == TrialState.COMPLETE else None, state=state)
+        told = [float(v) for v in values if v is not None] if state == TrialState.COMPLETE else None
+        self.study.tell(number, told, state=state)
         return state
 
     def _trial_id(self, number: int) -> int:
@@ -191,7 +193,10 @@ def open_study(
         ValueError: an existing study has other objectives.
     """
     storage = optuna.storages.RDBStorage(storage_url, engine_kwargs={"connect_args": {"timeout": 30}})
-    directions = ["minimize" if d == "min" else "maximize" for d in objectives.directions.values()]
+    directions: list[StudyDirection] = [
+        StudyDirection.MINIMIZE if d == "min" else StudyDirection.MAXIMIZE
+        for d in objectives.directions.values()
+    ]
     study = optuna.create_study(
         storage=storage, study_name=study_name, sampler=sampler, directions=directions,
         load_if_exists=True,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -77,7 +78,22 @@ class MobileNetV3Cfg:
         return blocks[-1].out_channels if blocks else self.stem_channels
 
 
-class InvertedResidual(nn.Module):
+class _InvertedResidualForward(nn.Module):
+    """The forward pass shared by the static and the elastic block (same layer names)."""
+
+    has_skip: bool
+
+    def forward(self, x: Tensor) -> Tensor:
+        b: Any = self  # the layers are set by the subclasses, static or elastic
+        shortcut = x
+        x = b.act1(b.bn1(b.conv_pw(x)))  # (B, mid, H, W)
+        x = b.act2(b.bn2(b.conv_dw(x)))  # (B, mid, H / stride, W / stride)
+        x = b.se(x)
+        x = b.bn3(b.conv_pwl(x))  # (B, out, H / stride, W / stride)
+        return x + shortcut if self.has_skip else x
+
+
+class InvertedResidual(_InvertedResidualForward):
     """The MobileNetV2/V3 inverted residual block (Sandler et al., 2018; Howard et al., 2019)."""
 
     def __init__(self, cfg: BlockCfg) -> None:
@@ -97,13 +113,6 @@ class InvertedResidual(nn.Module):
         self.conv_pwl = nn.Conv2d(mid, cfg.out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(cfg.out_channels)
 
-    def forward(self, x: Tensor) -> Tensor:
-        shortcut = x
-        x = self.act1(self.bn1(self.conv_pw(x)))  # (B, mid, H, W)
-        x = self.act2(self.bn2(self.conv_dw(x)))  # (B, mid, H / stride, W / stride)
-        x = self.se(x)
-        x = self.bn3(self.conv_pwl(x))  # (B, out, H / stride, W / stride)
-        return x + shortcut if self.has_skip else x
 
 
 class MobileNetV3(nn.Module):
@@ -168,7 +177,7 @@ class MobileNetV3(nn.Module):
         )
 
 
-class ElasticInvertedResidual(nn.Module):
+class ElasticInvertedResidual(_InvertedResidualForward):
     """An inverted residual block of the supernet with elastic kernel and expansion.
 
     Input and output widths are fixed; the expanded width and the depthwise kernel follow
@@ -218,13 +227,6 @@ class ElasticInvertedResidual(nn.Module):
         if isinstance(self.se, ElasticSqueezeExcite):
             self.se.set_active(cfg.mid_channels, cfg.se_channels)
 
-    def forward(self, x: Tensor) -> Tensor:
-        shortcut = x
-        x = self.act1(self.bn1(self.conv_pw(x)))  # (B, mid, H, W)
-        x = self.act2(self.bn2(self.conv_dw(x)))  # (B, mid, H / stride, W / stride)
-        x = self.se(x)
-        x = self.bn3(self.conv_pwl(x))  # (B, out, H / stride, W / stride)
-        return x + shortcut if self.has_skip else x
 
     def copy_to(self, block: InvertedResidual) -> None:
         """Copies the weights (and BN statistics) matching ``block``'s shapes into it."""

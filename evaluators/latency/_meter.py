@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from torch import nn
-
+from evaluators._modes import eval_mode
 from evaluators.latency._cache import LatencyCache
 from evaluators.latency._latency import Latency
 from evaluators.latency._lock import DeviceLock
@@ -117,7 +115,7 @@ class LatencyMeter:
                 return cached
             self.misses += 1
 
-        with _eval_mode(model), self.lock.measure():
+        with eval_mode(model), self.lock.measure():
             samples = self.backend.time(
                 model, shape, warmup=self.profile.warmup, repeats=self.profile.repeats,
                 min_sample_ms=self.profile.min_sample_ms,
@@ -131,18 +129,3 @@ class LatencyMeter:
         if key is not None:
             self.cache.put(key, fingerprint, shape, latency)
         return latency
-
-
-@contextmanager
-def _eval_mode(model: object) -> Iterator[None]:
-    """Puts a module in eval mode for the block, then restores each submodule's flag."""
-    if not isinstance(model, nn.Module):
-        yield
-        return
-    flags = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in flags:
-            module.training = training

@@ -7,8 +7,16 @@ import torch
 from torch import nn
 
 from evaluators import (
-    NonFiniteLossError, OptimConfig, SandwichConfig, SandwichStep, SupernetEvaluator,
-    TabularEvaluator, accuracy, load_dataset, recalibrate_batchnorm, train, train_supernet,
+    NonFiniteLossError,
+    OptimConfig,
+    SandwichConfig,
+    SandwichStep,
+    SupernetEvaluator,
+    TabularEvaluator,
+    load_dataset,
+    recalibrate_batchnorm,
+    train,
+    train_supernet,
 )
 from hwprofiles import load_profile
 from search_spaces import Arch, get_search_space
@@ -42,7 +50,7 @@ def test_sandwich_step_accumulates_gradients_of_several_subnets(data) -> None:
 def test_supernet_training_learns_and_subnets_inherit(data) -> None:
     space = get_search_space("mobilenet_elastic", **TINY)
     epochs = []
-    supernet, result = train_supernet(
+    _, result = train_supernet(
         space, data, epochs=4, batch_size=128, optim=OptimConfig(lr=5e-3),
         sandwich=SandwichConfig(random_subnets=1), seed=0,
         callbacks=[lambda epoch, loss: epochs.append((epoch, loss))],

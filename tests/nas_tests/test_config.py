@@ -88,7 +88,7 @@ def test_cli_process_exit_status_and_no_traceback(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("search: {n_trials: 0}")
     proc = subprocess.run(
-        [sys.executable, "-m", "nas._cli", "search", str(path)], capture_output=True, text=True
+        [sys.executable, "-m", "nas._cli", "search", str(path)], check=False, capture_output=True, text=True
     )
     assert proc.returncode == 2
     assert "search.n_trials" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr

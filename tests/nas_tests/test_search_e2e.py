@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 def nas(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "nas._cli", *args], capture_output=True, text=True, cwd=cwd,
+        [sys.executable, "-m", "nas._cli", *args], check=False, capture_output=True, text=True, cwd=cwd,
         env=env, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,40 @@
+"""The Ray dashboard the search prints is bound to 127.0.0.1 and usable with the Ray token."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from nas._config import RayConfig
+from nas._ray_backend import ray_session
+
+PORT = 8366
+
+
+def get(url: str, token: str | None = None) -> int:
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def test_dashboard_is_local_and_token_protected() -> None:
+    with ray_session(RayConfig(dashboard=True, dashboard_port=PORT, num_cpus=1)) as info:
+        assert info.started_here and info.dashboard_url is not None
+        assert info.dashboard_url.split("://")[-1] == f"127.0.0.1:{PORT}"
+        hint = info.login_hint()
+        assert f"http://127.0.0.1:{PORT}" in hint
+        if not info.token_auth:
+            pytest.skip("this Ray runs without token authentication (RAY_AUTH_MODE is set)")
+        assert "ray get-auth-token" in hint
+        token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+        api = f"http://127.0.0.1:{PORT}/api/version"
+        assert get(api) in (401, 403)
+        assert get(api, token) == 200
