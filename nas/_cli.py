@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from nas._errors import USER_ERRORS
+from nas._errors import USER_ERRORS, SearchInterrupted
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 
@@ -153,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        console.print("interrupted; run the same command again to resume")
+    except (KeyboardInterrupt, SearchInterrupted) as exc:
+        reason = f"{exc}; " if isinstance(exc, SearchInterrupted) else ""
+        console.print(f"interrupted: {reason}run the same command again to resume")
         return 130
     except Exception as exc:  # noqa: BLE001 - any internal failure: say so, and how to see more
         if args.debug:

@@ -19,6 +19,10 @@ class RunDirError(NasError, ValueError):
     """A run directory that cannot be used as asked (another experiment, missing stage)."""
 
 
+class SearchInterrupted(NasError):
+    """The search stopped (Ctrl-C, a stopped cluster) before it reached ``n_trials``."""
+
+
 #: Errors caused by the user's input: reported without a traceback, exit status 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, RunDirError, DataError, ProfileError, SearchSpaceError,

@@ -50,6 +50,8 @@ class RunDir:
         Raises:
             RunDirError: the directory holds a run of a different configuration.
         """
+        if self.root.exists() and not self.root.is_dir():
+            raise RunDirError(f"--run-dir {self.root}: exists and is not a directory")
         if self.config.exists():
             previous = yaml.safe_load(self.config.read_text()) or {}
             previous.pop("argv", None)
@@ -62,7 +64,10 @@ class RunDir:
                     "only search.n_trials, search.max_concurrent and ray.* may change on resume. "
                     "Choose another --run-dir, or delete this one to start over."
                 )
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"--run-dir {self.root}: cannot create it ({exc.strerror})") from exc
         resolved = spec.model_dump(mode="json")
         text = yaml.safe_dump(resolved, sort_keys=False) + yaml.safe_dump({"argv": argv})
         atomic_write_text(self.config, text)

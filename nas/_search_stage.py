@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from evaluators import SupernetEvaluator, TrialEvaluator
 from nas._driver import run_search
+from nas._errors import SearchInterrupted
 from nas._ray_backend import ray_session
 from nas._stage import RunContext, Stage
 from nas._study import Objectives, StudyAdapter, make_sampler, open_study
@@ -101,9 +102,12 @@ class SearchStage(Stage):
             "overhead_seconds_per_trial": overhead,
             "trial_seconds_outside_evaluation": float((new["seconds"] - evaluated).median()),
         }
-        if finished >= spec.search.n_trials:
-            run.mark_done(self.name, **info)
         run.write_json(run.root / "search.json", info)
+        if finished < spec.search.n_trials:
+            raise SearchInterrupted(
+                f"the search stopped after {finished} of {spec.search.n_trials} trials"
+            )
+        run.mark_done(self.name, **info)
         ctx.console.print(
             f"search: {len(new)} trials in {seconds:.0f} s (Ray started in "
             f"{ray_start_seconds:.0f} s); evaluation {info['eval_seconds_per_trial']:.2f} s and "

@@ -101,3 +101,19 @@ def test_help_describes_every_command(capsys: pytest.CaptureFixture[str]) -> Non
         assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--run-dir" in out and "search.n_trials=8" in out and "resumes" in out
+
+
+def test_run_dir_that_is_a_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "taken").write_text("")
+    assert main(["search", str(QUICKSTART), "--run-dir", str(tmp_path / "taken")]) == 2
+    assert "not a directory" in capsys.readouterr().out
+
+
+def test_resuming_with_another_experiment_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nas import RunDir, RunDirError
+
+    run = RunDir(tmp_path / "run")
+    run.prepare(load_config(QUICKSTART), ["nas"])
+    run.prepare(load_config(QUICKSTART, ["search.n_trials=80"]), ["nas"])  # a longer search is fine
+    with pytest.raises(RunDirError, match="search.sampler"):
+        run.prepare(load_config(QUICKSTART, ["search.sampler=tpe"]), ["nas"])

@@ -114,3 +114,31 @@ def test_search_on_an_unseen_npz_dataset_with_only_data_changed(tmp_path: Path) 
     data = json.loads((run / "data.json").read_text())
     assert data["classes"] == ["horizontal", "vertical", "noise"]
     assert data["input_shape"] == [1, 3, 20, 20] and len(data["normalization"]["mean"]) == 3
+
+
+def test_ctrl_c_leaves_a_truthful_study_and_the_run_resumes(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "nas._cli", "search", str(QUICKSTART), "--run-dir", str(run),
+            *TINY, "--set", "search.n_trials=30", "--set", "ray.dashboard=false"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:  # wait for the first trials
+        if (run / "trials.parquet").exists() and len(pd.read_parquet(run / "trials.parquet")) >= 2:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out
+    assert "run the same command again to resume" in " ".join(out.split())
+    study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{run / 'study.db'}")
+    states = [t.state for t in study.get_trials()]
+    assert optuna.trial.TrialState.RUNNING not in states
+    assert 2 <= len(states) < 30
+    assert "search" not in json.loads((run / "stages.json").read_text())
+    out = nas("search", str(QUICKSTART), "--run-dir", str(run), *TINY,
+              "--set", "search.n_trials=4", "--set", "ray.dashboard=false", cwd=tmp_path).stdout
+    trials = pd.read_parquet(run / "trials.parquet")
+    assert len(trials[trials["error"] != INTERRUPTED]) >= 4
