@@ -35,9 +35,11 @@ def pareto_table(front: pd.DataFrame, constraints: dict[str, float], space: Choi
     table = Table(title=title)
     for column in ("trial", "accuracy", "latency ms", "latency CV", "params", "MMACs", "arch"):
         table.add_column(column, justify="left" if column == "arch" else "right")
-    for row in front.itertuples():
+    # a sampler may propose the same arch again: one line per arch, every trial named
+    trials_of = front.groupby("arch", sort=False)["number"].agg(lambda n: ", ".join(map(str, n)))
+    for row in front.drop_duplicates("arch").itertuples():
         table.add_row(
-            str(row.number), f"{row.accuracy:.4f}", f"{row.latency_ms:.4f}",
+            trials_of[row.arch], f"{row.accuracy:.4f}", f"{row.latency_ms:.4f}",
             f"{row.latency_cv:.3f}", f"{int(row.params):,}", f"{row.macs / 1e6:.2f}",
             space.summarize(Arch.from_json(str(row.arch))),
         )

@@ -29,8 +29,9 @@ SHAPE = (1, 3, 16, 16)
 
 
 def _profile(name: str, **changes: Any) -> HardwareProfile:
-    """A shipped profile with a shorter protocol, validated like a YAML file."""
-    fields = {**load_profile(name).model_dump(), "warmup": 2, "repeats": 10, **changes}
+    """A shipped profile with a shorter protocol (one attempt), validated like a YAML file."""
+    fields = {**load_profile(name).model_dump(), "warmup": 2, "repeats": 10, "max_cv": None,
+              **changes}
     return HardwareProfile(**fields)
 
 
@@ -300,3 +301,38 @@ def test_short_runs_are_averaged_until_a_sample_lasts_min_sample_ms() -> None:
     # and the per-run estimate is of the same order as the call-by-call median
     med = sorted(single)[10]
     assert 0.05 * med < sorted(averaged)[10] < 20 * med
+
+
+class _Scripted(LatencyBackend):
+    """Returns prepared sample lists in turn: a noisy one, then quieter ones."""
+
+    name = "scripted"
+
+    def __init__(self, profile: HardwareProfile, runs: list[list[float]]) -> None:
+        super().__init__(profile)
+        self.runs, self.calls = runs, 0
+
+    def session(self, model: Any, input_shape: tuple[int, ...]) -> Any:
+        raise NotImplementedError
+
+    def time(self, model: Any, input_shape: tuple[int, ...], *, warmup: int, repeats: int,
+             min_sample_ms: float = 0.0) -> list[float]:
+        self.calls += 1
+        return self.runs[self.calls - 1]
+
+
+def test_noisy_measurements_are_repeated_and_the_quietest_kept(lock: DeviceLock) -> None:
+    noisy = [1.0] * 9 + [20.0]  # one stall: CV ~ 1.9
+    quieter = [1.0] * 9 + [1.5]
+    quiet = [1.0] * 10
+    profile = _profile("cpu", max_cv=0.1, max_attempts=3)
+    backend = _Scripted(profile, [noisy, quieter, quiet])
+    latency = LatencyMeter(profile, lock=lock, backend=backend).measure(_net(), SHAPE)
+    assert backend.calls == 3 and latency.cv == 0.0
+    backend = _Scripted(profile, [noisy, quieter, noisy])
+    latency = LatencyMeter(profile, lock=lock, backend=backend).measure(_net(), SHAPE)
+    assert backend.calls == 3 and latency.median_ms == 1.0 and 0 < latency.cv < 0.2
+    once = _profile("cpu", max_cv=None)
+    backend = _Scripted(once, [noisy, quiet])
+    assert LatencyMeter(once, lock=lock, backend=backend).measure(_net(), SHAPE).cv > 1
+    assert backend.calls == 1

@@ -69,7 +69,7 @@ def test_profile_error_is_a_value_error() -> None:
         ("backend: torch\n", r"device: required key is missing \(one of 'cpu', 'cuda'\)"),
         ("device: cpu\nbackend: torch\nthread: 1\n",
          (r"thread: unknown key \(allowed keys: name, description, device, backend, precision, "
-         r"batch_size, threads, warmup, repeats, min_sample_ms, resources\)")),
+         r"batch_size, threads, warmup, repeats, min_sample_ms, max_cv, max_attempts, resources\)")),
         ("device: cpu\nbackend: torch\nbatch_size: 0\n", r"batch_size: must be > 0, got 0"),
         ("device: cpu\nbackend: torch\nrepeats: 3\n", r"repeats: must be >= 5, got 3"),
         ("device: cpu\nbackend: torch\nwarmup: -1\n", r"warmup: must be >= 0, got -1"),
@@ -124,4 +124,4 @@ def test_fingerprint_covers_measurement_fields_only() -> None:
 
 def test_fingerprint_is_stable_across_processes_and_versions() -> None:
     # A literal pins the hash: it must not depend on Python's per-process hash seed.
-    assert load_profile("cpu").fingerprint() == "94e069651513ea4b"
+    assert load_profile("cpu").fingerprint() == "d462ccd2862ac066"
