@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hwprofiles import HardwareProfile, ProfileError, load_profile
 from nas._errors import ConfigError
-from search_spaces import SearchSpaceError, get_search_space_options, list_search_spaces
+from search_spaces import get_search_space_options, list_search_spaces
 
 #: Metrics a trial reports that may be objectives, with their natural direction.
 OBJECTIVE_METRICS: dict[str, Literal["min", "max"]] = {
@@ -79,11 +79,12 @@ class SearchSpaceConfig(BaseModel):
             except pydantic.ValidationError as exc:
                 error = exc.errors(include_url=False)[0]
                 key = ".".join(str(p) for p in error["loc"]) or "(options)"
-                got = f", got {error['input']!r}" if error["type"] != "missing" else ""
+                got = "" if error["type"] in ("missing", "value_error") else f", got {error['input']!r}"
                 if error["type"] == "extra_forbidden":
                     allowed = sorted(options_model.model_fields)
                     raise ValueError(f"{key}: unknown option; allowed are ['name', *{allowed}]")
-                raise ValueError(f"{key}: {error['msg']}{got}") from None
+                message = str(error["msg"]).removeprefix("Value error, ")
+                raise ValueError(f"{key}: {message}{got}") from None
         elif self.options():
             raise ValueError(f"space {self.name!r} takes no options, got {sorted(self.options())}")
         return self
@@ -247,8 +248,6 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> RunSpec:
         spec.hardware.load()
     except ProfileError as exc:
         raise ConfigError(f"{source}: hardware.profile: {exc}") from None
-    except SearchSpaceError as exc:  # pragma: no cover - defensive
-        raise ConfigError(f"{source}: {exc}") from None
     return spec
 
 
