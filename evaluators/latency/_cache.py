@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -152,14 +153,37 @@ class LatencyCache:
                 conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False,
-                                       isolation_level=None)
-                conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
+                conn = self._open_file()
             conn.execute(_SCHEMA)
             self._conn, self._pid = conn, os.getpid()
         return self._conn
+
+    def _open_file(self) -> sqlite3.Connection:
+        """Opens the file in WAL mode, retrying while another process sets it up.
+
+        Switching to WAL (and creating the table) needs a lock that SQLite may refuse at
+        once, without its busy timeout, when two processes start together.
+        """
+        assert self.path is not None
+        deadline = time.monotonic() + self.timeout
+        delay = 0.01
+        while True:
+            conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False,
+                                   isolation_level=None)
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute(_SCHEMA)
+                return conn
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
 
 def _shape_key(input_shape: Sequence[int]) -> str:
