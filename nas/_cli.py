@@ -66,8 +66,42 @@ class _Search(_Command):
         run.prepare(spec, sys.argv)
         console.print(f"run directory: {run.root}")
         ctx = RunContext(spec=spec, run=run, console=console)
-        run_pipeline(ctx, [SupernetStage(), SearchStage(), ParetoStage()])
+        stages = [SupernetStage(), SearchStage(), ParetoStage()]
+        if spec.compress.enabled:
+            from nas._compress_stage import CompressStage
+
+            stages.append(CompressStage())
+        run_pipeline(ctx, stages)
         console.print(f"done: results in {run.root}")
+        return EXIT_OK
+
+
+class _Compress(_Command):
+    help = "compress a finished search's Pareto models (prune, distill, INT8) and export them"
+    description = (
+        "Runs (or resumes) the compression of a run directory's Pareto models: fine-tuned "
+        "baseline, structured pruning, distillation, INT8 calibration and ONNX export (and a "
+        "TensorRT engine where TensorRT and a GPU exist). Writes models/<id>/, "
+        "compression.parquet and deployed_pareto.csv."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("run_dir", type=Path, help="a run directory written by `nas search`")
+        parser.add_argument(
+            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+            help="override a compress key, e.g. --set compress.top_k=0 (all Pareto models)",
+        )
+
+    def take_action(self, args: argparse.Namespace, console: Console) -> int:
+        from nas._compress_stage import CompressStage
+        from nas._rundir import RunDir
+        from nas._stage import RunContext
+
+        run = RunDir(args.run_dir)
+        spec = run.load_spec(args.overrides)
+        run.prepare(spec, sys.argv)
+        CompressStage().run(RunContext(spec=spec, run=run, console=console))
+        console.print(f"done: models in {run.models}")
         return EXIT_OK
 
 
@@ -114,7 +148,9 @@ class _Profile(_Command):
         return show_profile(args.profile, args.image_size, args.channels, args.runs, console)
 
 
-COMMANDS: dict[str, type[_Command]] = {"search": _Search, "spaces": _Spaces, "profile": _Profile}
+COMMANDS: dict[str, type[_Command]] = {
+    "search": _Search, "compress": _Compress, "spaces": _Spaces, "profile": _Profile,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

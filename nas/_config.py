@@ -161,6 +161,47 @@ class RayConfig(_Section):
     object_store_memory_mb: int = Field(default=256, ge=80)
 
 
+class PruneConfig(_Section):
+    """``compress.prune:`` structured pruning; ``latency_ms`` (measured) wins over ``macs_ratio``."""
+
+    macs_ratio: float | None = Field(default=2.0, gt=1)
+    latency_ms: float | None = Field(default=None, gt=0)
+    importance: Literal["magnitude", "taylor", "random"] = "magnitude"
+    iterations: int = Field(default=3, ge=1, le=20)
+    finetune_epochs: int = Field(default=3, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> PruneConfig:
+        if self.macs_ratio is None and self.latency_ms is None:
+            raise ValueError("macs_ratio: give macs_ratio (e.g. 2.0) or latency_ms")
+        return self
+
+
+class DistillSection(_Section):
+    """``compress.distill:`` knowledge distillation into the pruned student."""
+
+    epochs: int = Field(default=6, ge=0)
+    temperature: float = Field(default=4.0, gt=0)
+    alpha: float = Field(default=0.7, ge=0, le=1)
+    feature_weight: float = Field(default=0.0, ge=0)
+    teacher: Literal["supernet", "candidate"] = "supernet"
+
+
+class CompressConfig(_Section):
+    """``compress:`` what happens to the Pareto models after the search."""
+
+    enabled: bool = True
+    top_k: int = Field(default=3, ge=0)  # 0: every Pareto model
+    select: Literal["spread", "accuracy", "latency"] = "spread"
+    finetune_epochs: int = Field(default=4, ge=0)
+    max_accuracy_drop: float = Field(default=1.0, ge=0, le=100)
+    calibration_batches: int = Field(default=8, ge=1)
+    calibrator: Literal["minmax", "entropy", "percentile"] = "minmax"
+    lr: float = Field(default=1e-3, gt=0)
+    prune: PruneConfig = PruneConfig()
+    distill: DistillSection = DistillSection()
+
+
 class RunSpec(_Section):
     """The whole run: every section, as a typed, frozen object."""
 
@@ -171,6 +212,7 @@ class RunSpec(_Section):
     search: SearchConfig = SearchConfig()
     hardware: HardwareConfig = HardwareConfig()
     ray: RayConfig = RayConfig()
+    compress: CompressConfig = CompressConfig()
 
     def to_yaml(self) -> str:
         """Returns the resolved configuration as YAML (every default made explicit)."""

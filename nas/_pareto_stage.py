@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+from rich.markup import escape
 from rich.table import Table
 
 from nas._stage import RunContext, Stage
@@ -41,6 +42,6 @@ def pareto_table(front: pd.DataFrame, constraints: dict[str, float], space: Choi
         table.add_row(
             trials_of[row.arch], f"{row.accuracy:.4f}", f"{row.latency_ms:.4f}",
             f"{row.latency_cv:.3f}", f"{int(row.params):,}", f"{row.macs / 1e6:.2f}",
-            space.summarize(Arch.from_json(str(row.arch))),
+            escape(space.summarize(Arch.from_json(str(row.arch)))),
         )
     return table

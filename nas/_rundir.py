@@ -18,7 +18,7 @@ from nas._errors import RunDirError
 
 #: Config sections a resumed run may change (how long to search, how fast), all others
 #: would make the results already in the directory describe another experiment.
-_RESUMABLE_KEYS = {("search", "n_trials"), ("search", "max_concurrent"), ("ray",)}
+_RESUMABLE_KEYS = {("search", "n_trials"), ("search", "max_concurrent"), ("ray",), ("compress",)}
 
 
 class RunDir:
@@ -38,6 +38,8 @@ class RunDir:
     latency_cache = property(lambda self: self.root / "latency_cache.db")
     stages = property(lambda self: self.root / "stages.json")
     models = property(lambda self: self.root / "models")
+    compression = property(lambda self: self.root / "compression.parquet")
+    deployed_pareto = property(lambda self: self.root / "deployed_pareto.csv")
 
     def storage_url(self) -> str:
         """Returns the SQLAlchemy URL of ``study.db``."""
@@ -61,7 +63,7 @@ class RunDir:
                 keys = ", ".join(".".join(k) for k in blocking[:5])
                 raise RunDirError(
                     f"{self.root}: holds a run with a different configuration ({keys} changed); "
-                    "only search.n_trials, search.max_concurrent and ray.* may change on resume. "
+                    "only search.n_trials, search.max_concurrent, ray.* and compress.* may change on resume. "
                     "Choose another --run-dir, or delete this one to start over."
                 )
         try:
@@ -71,6 +73,21 @@ class RunDir:
         resolved = spec.model_dump(mode="json")
         text = yaml.safe_dump(resolved, sort_keys=False) + yaml.safe_dump({"argv": argv})
         atomic_write_text(self.config, text)
+
+    def load_spec(self, overrides: list[str] | None = None) -> RunSpec:
+        """Returns the run's resolved config (``config.yaml``) with overrides applied.
+
+        Raises:
+            RunDirError: the directory holds no run.
+            ConfigError: the config or an override does not validate.
+        """
+        from nas._config import apply_overrides, validate_config
+
+        if not self.config.exists():
+            raise RunDirError(f"{self.root}: no config.yaml here; is this a run directory?")
+        raw = yaml.safe_load(self.config.read_text()) or {}
+        raw.pop("argv", None)
+        return validate_config(apply_overrides(raw, overrides or []), source=str(self.config))
 
     def done_stages(self) -> dict[str, Any]:
         """Returns ``{stage: info}`` for every completed stage."""

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import optuna
 import pandas as pd
 import pytest
@@ -21,7 +22,10 @@ from nas._study import BASE_COLUMNS, INTERRUPTED
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 TINY = ["--set", "supernet.epochs=1", "--set", "search.max_concurrent=2",
-        "--set", "search.recalibration_batches=2"]
+        "--set", "search.recalibration_batches=2", "--set", "compress.top_k=1",
+        "--set", "compress.finetune_epochs=1", "--set", "compress.prune.iterations=1",
+        "--set", "compress.prune.finetune_epochs=1", "--set", "compress.distill.epochs=1",
+        "--set", "compress.max_accuracy_drop=100"]  # the budget has its own tests
 
 pytestmark = pytest.mark.slow
 
@@ -74,6 +78,30 @@ def test_search_writes_a_complete_run_directory_and_resumes(tmp_path: Path) -> N
     assert sorted(pareto["number"]) == sorted(expected["number"]) and len(pareto) >= 1
     assert list(pareto.columns) == list(trials.columns)
 
+    # compression: one model through every stage, its artifacts and the deployed front
+    rows = pd.read_parquet(run / "compression.parquet")
+    assert list(rows.columns) == ["model_id", "stage", "accuracy", "latency_ms", "latency_cv",
+                                  "params", "macs", "size_bytes", "artifact", "status", "reason"]
+    assert rows["stage"].tolist() == ["baseline", "pruned", "distilled", "int8", "tensorrt"]
+    assert rows.loc[rows["stage"] == "tensorrt", "status"].item() == "skipped"
+    assert (rows.loc[rows["stage"] != "tensorrt", "status"] == "ok").all()
+    pruned = rows.set_index("stage")
+    assert pruned.loc["pruned", "macs"] <= pruned.loc["baseline", "macs"] / 2 * 1.05
+    model_dir = run / "models" / rows["model_id"].iloc[0]
+    for name in ("model.onnx", "model.int8.onnx"):
+        proto = onnx.load(model_dir / name)
+        onnx.checker.check_model(proto)
+        assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+        meta = {p.key: json.loads(p.value) for p in proto.metadata_props if p.key in
+                ("preprocessing", "input_layout", "classes", "arch", "stage")}
+        assert set(meta) == {"preprocessing", "input_layout", "classes", "arch", "stage"}
+        assert meta["classes"] == [str(i) for i in range(10)] and meta["input_layout"] == "NCHW"
+    ops = {n.op_type for n in onnx.load(model_dir / "model.int8.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert torch.load(model_dir / "model.pt", weights_only=True)
+    deployed = pd.read_csv(run / "deployed_pareto.csv")
+    assert len(deployed) == 1 and deployed["model_id"].item() == rows["model_id"].iloc[0]
+
     # A killed driver leaves a RUNNING trial behind; the resumed run must close it.
     study.ask()
     out = nas("search", str(QUICKSTART), "--run-dir", str(run), *TINY,
@@ -91,7 +119,7 @@ def test_search_writes_a_complete_run_directory_and_resumes(tmp_path: Path) -> N
     # and a third run with nothing left to do skips every stage
     out = nas("search", str(QUICKSTART), "--run-dir", str(run), *TINY,
               "--set", "search.n_trials=6", "--set", "ray.dashboard=false", cwd=tmp_path).stdout
-    assert "already finished, skipped" in out
+    assert "already finished, skipped" in out and "already compressed, skipped" in out
 
 
 def test_search_on_an_unseen_npz_dataset_with_only_data_changed(tmp_path: Path) -> None:
@@ -106,14 +134,34 @@ def test_search_on_an_unseen_npz_dataset_with_only_data_changed(tmp_path: Path) 
     config = yaml.safe_load(QUICKSTART.read_text())
     config["data"] = {"dataset": "npz", "path": "bars.npz", "image_size": 20}
     (tmp_path / "bars.yaml").write_text(yaml.safe_dump(config))
+    # a real budget here: stages that lose the bars are rejected, INT8 starts from a good model
     nas("search", "bars.yaml", *TINY, "--set", "search.n_trials=2", "--set", "ray.dashboard=false",
-        cwd=tmp_path)
+        "--set", "compress.max_accuracy_drop=5", cwd=tmp_path)
     run = tmp_path / "runs" / "quickstart"
     trials = pd.read_parquet(run / "trials.parquet")
     assert len(trials) == 2 and (trials["state"] == "COMPLETE").all()
     data = json.loads((run / "data.json").read_text())
     assert data["classes"] == ["horizontal", "vertical", "noise"]
     assert data["input_shape"] == [1, 3, 20, 20] and len(data["normalization"]["mean"]) == 3
+
+    # a deployer with model.int8.onnx alone classifies the raw images
+    import onnxruntime as ort
+
+    model_dir = next((run / "models").iterdir())
+    proto = onnx.load(model_dir / "model.int8.onnx")
+    meta = {p.key: json.loads(p.value) for p in proto.metadata_props
+            if p.key in ("preprocessing", "classes")}
+    pre = meta["preprocessing"]
+    mean = np.array(pre["mean"], dtype=np.float32)[None, :, None, None]
+    std = np.array(pre["std"], dtype=np.float32)[None, :, None, None]
+    inputs = (x.astype(np.float32) * pre["scale"] - mean) / std  # already 20x20, as the graph
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    predicted = [meta["classes"][int(session.run(None, {name: img[None]})[0].argmax())] for img in inputs]
+    truth = [["horizontal", "vertical", "noise"][i] for i in y]
+    hits = sum(p == t for p, t in zip(predicted, truth)) / len(truth)
+    int8 = pd.read_parquet(run / "compression.parquet").set_index("stage").loc["int8", "accuracy"]
+    assert int8 > 0.9 and hits > 0.9, (int8, hits)  # bars are easy; chance is 1/3
 
 
 def test_ctrl_c_leaves_a_truthful_study_and_the_run_resumes(tmp_path: Path) -> None:
