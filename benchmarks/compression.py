@@ -51,7 +51,8 @@ def plain_pruning(ctx: RunContext, rows: pd.DataFrame) -> None:
     shape = data.input_shape
     for model_id, group in rows.groupby("model_id", sort=False):
         arch = Arch.from_json(pd.read_csv(ctx.run.pareto).set_index("number").loc[int(model_id.split("_")[1]), "arch"])
-        build = lambda: space.build_supernet(num_classes=data.num_classes, in_channels=shape[1]).extract(arch)
+        def build(arch: Arch = arch) -> torch.nn.Module:
+            return space.build_supernet(num_classes=data.num_classes, in_channels=shape[1]).extract(arch)
         baseline = load_pruned(build, ctx.run.models / model_id / "baseline.pt")
         torch.manual_seed(spec.experiment.seed)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
