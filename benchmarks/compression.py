@@ -64,9 +64,13 @@ def plain_pruning(ctx: RunContext, rows: pd.DataFrame) -> None:
         plain = prune(baseline, torch.zeros(shape), target=MacsTarget(ratio=float(c.prune.macs_ratio or 2.0)),
                       importance="magnitude", iterations=c.prune.iterations, finetune=finetune).model
         ours = group.set_index("stage")
-        best = ours.loc["distilled"] if ours.loc["distilled", "status"] == "ok" else ours.loc["pruned"]
+        # ours: the distilled student when pruning was accepted, else the pruned model itself
+        # (the budget rejected it, so distillation never started from it)
+        pruned_ok = ours.loc["pruned", "status"] == "ok"
+        best = ours.loc["distilled"] if pruned_ok and ours.loc["distilled", "status"] == "ok" else ours.loc["pruned"]
+        label = "" if pruned_ok else " (pruned, rejected)"
         print(f"| {model_id} | {ours.loc['baseline', 'accuracy']:.4f} | "
-              f"{accuracy(plain, data.loader('test', 512)):.4f} | {best['accuracy']:.4f} | "
+              f"{accuracy(plain, data.loader('test', 512)):.4f} | {best['accuracy']:.4f}{label} | "
               f"{count_macs(plain, shape) / 1e6:.2f} | {best['macs'] / 1e6:.2f} |")
 
 
