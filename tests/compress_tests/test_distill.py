@@ -24,13 +24,7 @@ SMALL = {"stage_channels": [16, 24, 32, 48], "depths": [1], "kernel_sizes": [3],
          "expand_ratios": [2, 4], "head_channels": 64}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models train fastest on one intra-op thread, above all on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,19 +21,14 @@ from compress import (
     read_metadata,
     save_pruned,
 )
-from evaluators import load_dataset
 from evaluators.latency import DeviceLock, LatencyMeter
 from hwprofiles import HardwareProfile, load_profile
 from search_spaces import get_search_space
 
-TINY = {"stage_channels": [8, 16], "stage_strides": [2, 2], "use_se": [False, True],
-        "activations": ["relu", "hardswish"], "depths": [1, 2], "kernel_sizes": [3, 5],
-        "expand_ratios": [2, 3], "head_channels": 32}
-
 
 @pytest.fixture(scope="module")
-def data():
-    return load_dataset("digits", path=None, image_size=12, val_fraction=0.2, test_fraction=0.2, seed=0)
+def data(digits12):
+    return digits12
 
 
 class Keep(CompressionStage):
@@ -88,10 +83,10 @@ def context(data, tmp_path: Path, model: nn.Module, settings: CompressSettings |
 
 
 @pytest.fixture(scope="module")
-def trained(data) -> nn.Module:
+def trained(data, tiny_options) -> nn.Module:
     from evaluators import OptimConfig, cross_entropy_step, train
 
-    space = get_search_space("mobilenet_elastic", **TINY)
+    space = get_search_space("mobilenet_elastic", **tiny_options)
     torch.manual_seed(0)
     model = space.build_supernet(10, 1).extract(space.max_arch())
     train(model, lambda e: data.loader("train", 64, shuffle=True, seed=e), cross_entropy_step(),

@@ -29,13 +29,7 @@ from search_spaces._mobilenet_builder import InvertedResidual
 INPUT_SHAPE = (1, 1, 16, 16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models run fastest on one intra-op thread, above all on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

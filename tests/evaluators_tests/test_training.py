@@ -13,7 +13,6 @@ from evaluators import (
     SandwichStep,
     SupernetEvaluator,
     TabularEvaluator,
-    load_dataset,
     recalibrate_batchnorm,
     train,
     train_supernet,
@@ -21,18 +20,14 @@ from evaluators import (
 from hwprofiles import load_profile
 from search_spaces import Arch, get_search_space
 
-TINY = {"stage_channels": [8, 16], "stage_strides": [2, 2], "use_se": [False, True],
-        "activations": ["relu", "hardswish"], "depths": [1, 2], "kernel_sizes": [3, 5],
-        "expand_ratios": [2, 3], "head_channels": 32}
-
 
 @pytest.fixture(scope="module")
-def data():
-    return load_dataset("digits", path=None, image_size=12, val_fraction=0.2, test_fraction=0.2, seed=0)
+def data(digits12):
+    return digits12
 
 
-def test_sandwich_step_accumulates_gradients_of_several_subnets(data) -> None:
-    space = get_search_space("mobilenet_elastic", **TINY)
+def test_sandwich_step_accumulates_gradients_of_several_subnets(tiny_options, data) -> None:
+    space = get_search_space("mobilenet_elastic", **tiny_options)
     supernet = space.build_supernet(num_classes=10, in_channels=1)
     x, y = data.x_train[:32], data.y_train[:32]
     step = SandwichStep(space, SandwichConfig(random_subnets=0), random.Random(0))
@@ -47,8 +42,8 @@ def test_sandwich_step_accumulates_gradients_of_several_subnets(data) -> None:
     assert any(not torch.allclose(grads_two[n], grads_max[n]) for n in grads_max)
 
 
-def test_supernet_training_learns_and_subnets_inherit(data) -> None:
-    space = get_search_space("mobilenet_elastic", **TINY)
+def test_supernet_training_learns_and_subnets_inherit(tiny_options, data) -> None:
+    space = get_search_space("mobilenet_elastic", **tiny_options)
     epochs = []
     _, result = train_supernet(
         space, data, epochs=4, batch_size=128, optim=OptimConfig(lr=5e-3),
@@ -60,7 +55,7 @@ def test_supernet_training_learns_and_subnets_inherit(data) -> None:
     assert result.max_accuracy > 0.5 and result.min_accuracy > 0.3  # 10 classes: chance is 0.1
 
 
-def test_training_stops_on_a_non_finite_loss(data) -> None:
+def test_training_stops_on_a_non_finite_loss(tiny_options, data) -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(144, 10))
     def nan_step(model, x, y):
         return float("nan")
@@ -68,7 +63,7 @@ def test_training_stops_on_a_non_finite_loss(data) -> None:
         train(model, lambda e: data.loader("train", 64), nan_step, epochs=1, steps_per_epoch=1, optim=OptimConfig())
 
 
-def test_recalibration_replaces_inherited_statistics(data) -> None:
+def test_recalibration_replaces_inherited_statistics(tiny_options, data) -> None:
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(400, 10))
     model[1].running_mean.fill_(100.0)
     used = recalibrate_batchnorm(model, data.loader("train", 64), max_batches=3)
@@ -76,11 +71,11 @@ def test_recalibration_replaces_inherited_statistics(data) -> None:
     assert not model.training
 
 
-def test_supernet_evaluator_reports_every_metric(data, tmp_path) -> None:
-    space = get_search_space("mobilenet_elastic", **TINY)
+def test_supernet_evaluator_reports_every_metric(tiny_options, data, tmp_path) -> None:
+    space = get_search_space("mobilenet_elastic", **tiny_options)
     supernet = space.build_supernet(num_classes=10, in_channels=1)
     evaluator = SupernetEvaluator(
-        space_name="mobilenet_elastic", space_options=TINY, state_dict=supernet.state_dict(),
+        space_name="mobilenet_elastic", space_options=tiny_options, state_dict=supernet.state_dict(),
         data=data, profile=load_profile("cpu"), latency_cache=tmp_path / "lat.db",
         lock_dir=tmp_path / "locks", recalibration_batches=2,
     )
