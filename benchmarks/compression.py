@@ -20,7 +20,14 @@ import pandas as pd
 import torch
 
 from compress import MacsTarget, load_pruned, prune
-from evaluators import OptimConfig, accuracy, count_macs, cross_entropy_step, train
+from evaluators import (
+    OptimConfig,
+    accuracy,
+    count_macs,
+    cross_entropy_step,
+    recalibrate_batchnorm,
+    train,
+)
 from nas._rundir import RunDir
 from nas._stage import RunContext
 from search_spaces import Arch
@@ -44,7 +51,8 @@ def plain_pruning(ctx: RunContext, rows: pd.DataFrame) -> None:
     c = spec.compress
     epochs = c.prune.iterations * c.prune.finetune_epochs + c.distill.epochs
     print()
-    print(f"plain torch-pruning (magnitude, cross-entropy fine-tune for {epochs} epochs) vs our "
+    print(f"plain torch-pruning (magnitude, cross-entropy fine-tune for {epochs} epochs, BatchNorm "
+          "refreshed) vs our "
           f"pruned + distilled, at macs_ratio {c.prune.macs_ratio}")
     print("| model | baseline acc | plain pruning acc | ours acc | MMACs plain | MMACs ours |")
     print("|---|---|---|---|---|---|")
@@ -63,6 +71,8 @@ def plain_pruning(ctx: RunContext, rows: pd.DataFrame) -> None:
 
         plain = prune(baseline, torch.zeros(shape), target=MacsTarget(ratio=float(c.prune.macs_ratio or 2.0)),
                       importance="magnitude", iterations=c.prune.iterations, finetune=finetune).model
+        # the same BatchNorm refresh our stages get, so only distillation differs
+        recalibrate_batchnorm(plain, data.loader("train", spec.data.batch_size, shuffle=True, seed=0), 8)
         ours = group.set_index("stage")
         # ours: the distilled student when pruning was accepted, else the pruned model itself
         # (the budget rejected it, so distillation never started from it)

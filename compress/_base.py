@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from compress._settings import CompressSettings
-from evaluators import DataSplits
+from evaluators import DataSplits, recalibrate_batchnorm
 from evaluators.latency import LatencyMeter
 from hwprofiles import HardwareProfile
 
@@ -54,6 +54,17 @@ class StageOutput:
     files: dict[str, bytes] = field(default_factory=dict)  # artifacts, by file name
     artifact: str = ""  # the file that is this stage's model
     info: dict[str, Any] = field(default_factory=dict)
+
+
+def refresh_batchnorm(ctx: ModelContext, model: nn.Module) -> None:
+    """Re-estimates ``model``'s BatchNorm statistics on training batches after it trained.
+
+    Running statistics lag weights that moved during fine-tuning (and pruning removes the
+    channels they described); evaluated as they are, a good model can look much worse.
+    """
+    s = ctx.settings
+    with ctx.compute_guard():
+        recalibrate_batchnorm(model, ctx.data.loader("train", s.batch_size, shuffle=True, seed=s.seed), 8)
 
 
 class CompressionStage(ABC):

@@ -6,7 +6,7 @@ import copy
 
 from torch import nn
 
-from compress._base import CompressionStage, ModelContext, StageOutput
+from compress._base import CompressionStage, ModelContext, StageOutput, refresh_batchnorm
 from compress._distill import DistillConfig, distill
 from compress._structure import save_pruned
 from evaluators import OptimConfig, recalibrate_batchnorm
@@ -31,4 +31,5 @@ class BaselineStage(CompressionStage):
                         temperature=s.distill.temperature, alpha=s.distill.alpha, feature_weight=0.0
                     ),
                 ).model
+        refresh_batchnorm(ctx, student)
         return StageOutput(model=student, files={"baseline.pt": save_pruned(student)}, artifact="baseline.pt")

@@ -6,7 +6,7 @@ import copy
 
 from torch import nn
 
-from compress._base import CompressionStage, ModelContext, StageOutput
+from compress._base import CompressionStage, ModelContext, StageOutput, refresh_batchnorm
 from compress._distill import DistillConfig, distill
 from compress._structure import save_pruned
 from evaluators import OptimConfig
@@ -33,6 +33,7 @@ class DistilledStage(CompressionStage):
                     temperature=d.temperature, alpha=d.alpha, feature_weight=d.feature_weight
                 ),
             )
+        refresh_batchnorm(ctx, result.model)
         return StageOutput(
             model=result.model, files={"distilled.pt": save_pruned(result.model)},
             artifact="distilled.pt", info={"kd_losses": result.losses},

@@ -7,7 +7,7 @@ import json
 import torch
 from torch import nn
 
-from compress._base import CompressionStage, ModelContext, StageOutput
+from compress._base import CompressionStage, ModelContext, StageOutput, refresh_batchnorm
 from compress._distill import DistillConfig, distill
 from compress._pruning import LatencyTarget, MacsTarget, prune
 from compress._structure import save_pruned
@@ -46,6 +46,7 @@ class PrunedStage(CompressionStage):
             model, example, target=target, importance=p.importance, iterations=p.iterations,
             finetune=finetune if p.finetune_epochs else None, round_to=8, calibration=calibration,
         )
+        refresh_batchnorm(ctx, result.model)
         plan = json.dumps(result.plan, indent=2, default=str).encode()
         return StageOutput(
             model=result.model,
