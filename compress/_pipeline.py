@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -106,7 +107,7 @@ class CompressionPipeline:
                 ctx.baseline = out.model
             drop = 100.0 * (reference - record.accuracy)
             if math.isfinite(record.accuracy) and drop > ctx.settings.max_accuracy_drop:
-                record = _replace(record, status="rejected", reason=(
+                record = dataclasses.replace(record, status="rejected", reason=(
                     f"test accuracy {record.accuracy:.4f} is {drop:.2f} points below the "
                     f"baseline's {reference:.4f} (budget {ctx.settings.max_accuracy_drop:g}); "
                     "kept the previous stage's model"
@@ -163,6 +164,3 @@ class CompressionPipeline:
         atomic_write_bytes(ctx.out_dir / "model.onnx", onnx)
         atomic_write_bytes(ctx.out_dir / "model.pt", save_pruned(model))
 
-
-def _replace(record: StageRecord, **changes: object) -> StageRecord:
-    return StageRecord(**{**record.to_dict(), **changes})  # type: ignore[arg-type]

@@ -6,7 +6,6 @@ statistics from the training split only. Nothing is downloaded.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,12 +97,6 @@ class DataSplits:
             "input_shape": list(self.input_shape),
             "normalization": self.normalization.to_dict(),
         }
-
-    def save_summary(self, path: Path) -> None:
-        """Writes ``summary()`` as JSON to ``path`` atomically."""
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.summary(), indent=2))
-        tmp.replace(path)
 
 
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray, tuple[str, ...], float]:

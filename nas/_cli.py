@@ -32,6 +32,13 @@ class _Command(ABC):
         """Runs the subcommand; returns the exit status. Raises USER_ERRORS on bad input."""
 
 
+def _add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
+    """Adds the repeatable ``--set KEY=VALUE`` option."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
+
+
 class _Search(_Command):
     help = "train a supernet and search its subnets for the accuracy/latency Pareto front"
     description = (
@@ -47,11 +54,8 @@ class _Search(_Command):
             "--run-dir", type=Path, default=None,
             help="where results go (default: runs/<experiment.name>)",
         )
-        parser.add_argument(
-            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-            help="override a config key, validated like the file (repeatable), "
-            "e.g. --set search.n_trials=8",
-        )
+        _add_overrides(parser, "override a config key, validated like the file (repeatable), "
+                       "e.g. --set search.n_trials=8")
 
     def take_action(self, args: argparse.Namespace, console: Console) -> int:
         from nas._config import load_config
@@ -87,10 +91,7 @@ class _Compress(_Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("run_dir", type=Path, help="a run directory written by `nas search`")
-        parser.add_argument(
-            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-            help="override a compress key, e.g. --set compress.top_k=0 (all Pareto models)",
-        )
+        _add_overrides(parser, "override a compress key, e.g. --set compress.top_k=0 (all Pareto models)")
 
     def take_action(self, args: argparse.Namespace, console: Console) -> int:
         from nas._compress_stage import CompressStage

@@ -62,8 +62,6 @@ def ray_session(config: RayConfig) -> Iterator[RaySessionInfo]:
         return
     # Workers inherit the driver's environment; keep Tune quiet and its output ours.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     # glibc gives every thread of a process its own malloc arena; Ray workers run dozens
     # of threads, and the arenas alone doubled a trial worker's memory (1.2 GiB -> 0.7 GiB
     # with two). Processes started from here (raylet, workers) inherit the setting.

@@ -64,7 +64,7 @@ class SearchStage(Stage):
             def on_trial_end(number: int, state: TrialState) -> None:
                 frame = adapter.frame()
                 run.write_frame(run.trials, frame)
-                size, hv = adapter.front_size_and_hypervolume()
+                size, hv = adapter.front_size_and_hypervolume(frame)
                 progress.update(task, completed=adapter.finished_count(), front=size, hv=f"{hv:.4g}")
                 if state != TrialState.COMPLETE:
                     error = frame.loc[frame["number"] == number, "error"]

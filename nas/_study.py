@@ -172,9 +172,10 @@ class StudyAdapter:
         """Returns the trials table (one row per trial, failed ones included)."""
         return trials_frame(self.study, self.objectives)
 
-    def front_size_and_hypervolume(self) -> tuple[int, float]:
-        """Returns the size of the current feasible front and its hypervolume."""
-        frame = self.frame()
+    def front_size_and_hypervolume(self, frame: pd.DataFrame | None = None) -> tuple[int, float]:
+        """Returns the size of the feasible front and its hypervolume, from ``frame`` (a trials
+        table just read) or from the study."""
+        frame = self.frame() if frame is None else frame
         front = pareto_frame(frame, self.objectives)
         if self.reference_point is None or front.empty:
             return len(front), 0.0
