@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -40,6 +41,7 @@ class StageRecord:
     artifact: str  # path relative to the run directory
     status: str  # ok | rejected | skipped
     reason: str
+    latency_samples_ms: str = "[]"  # JSON list of the timed runs behind latency_ms
 
     def to_dict(self) -> dict[str, object]:
         """Returns the row as a dict."""
@@ -147,7 +149,8 @@ class CompressionPipeline:
             model_id=ctx.model_id, stage=stage, accuracy=acc, latency_ms=latency.median_ms,
             latency_cv=latency.cv, params=float(params), macs=float(macs), size_bytes=size,
             artifact=artifact, status="ok", reason=", ".join(f"{k}={v}" for k, v in out.info.items()
-                                                          if not isinstance(v, list)),
+                                                          if not isinstance(v, (list, tuple))),
+            latency_samples_ms=json.dumps([round(s, 6) for s in latency.samples_ms]),
         )
 
     @staticmethod

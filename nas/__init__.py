@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nas._config import RunSpec, load_config, validate_config
 from nas._errors import ConfigError, NasError, RunDirError
-from nas._pareto import hypervolume, normalized, pareto_mask
+from reports import hypervolume, normalized, pareto_mask
 from nas._rundir import RunDir
 from nas._study import (
     Objectives,

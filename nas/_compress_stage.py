@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from typing import Any
 
 import numpy as np
@@ -22,10 +23,11 @@ from compress import (
 )
 from evaluators import recalibrate_batchnorm
 from evaluators.latency import DeviceLock, LatencyMeter
+from hwprofiles import describe_environment
 from nas._config import CompressConfig
 from nas._errors import RunDirError
-from nas._pareto import pareto_mask
 from nas._stage import RunContext, Stage
+from reports import pareto_mask
 from search_spaces import Arch
 
 STAGE_COUNT = 5  # baseline, pruned, distilled, int8, tensorrt
@@ -82,11 +84,15 @@ class CompressStage(Stage):
         chosen = select_models(pd.read_csv(run.pareto), spec.compress.top_k, spec.compress.select)
         finished = set(rows["model_id"]) if not rows.empty else set()
         todo = [r for r in chosen.itertuples() if f"trial_{r.number}" not in finished]
+        seconds = float(done.get("seconds", 0.0)) if done.get("settings") == digest else 0.0
         if not todo:
             ctx.console.print(f"[dim]compress: {len(chosen)} models already compressed, skipped[/]")
         else:
+            run.record_environment(self.name, describe_environment(ctx.profile))
+            start = time.perf_counter()
             rows = self._compress(ctx, settings, todo, rows)
-        run.mark_done(self.name, settings=digest, models=len(chosen))
+            seconds += time.perf_counter() - start
+        run.mark_done(self.name, settings=digest, models=len(chosen), seconds=seconds)
         deployed = deployed_front(rows)
         run.write_frame(run.deployed_pareto, deployed)
         ctx.console.print(compression_table(rows))

@@ -40,6 +40,8 @@ class RunDir:
     models = property(lambda self: self.root / "models")
     compression = property(lambda self: self.root / "compression.parquet")
     deployed_pareto = property(lambda self: self.root / "deployed_pareto.csv")
+    environment = property(lambda self: self.root / "environment.json")
+    report = property(lambda self: self.root / "report.html")
 
     def storage_url(self) -> str:
         """Returns the SQLAlchemy URL of ``study.db``."""
@@ -106,6 +108,12 @@ class RunDir:
         stages = self.done_stages()
         if stages.pop(stage, None) is not None:
             atomic_write_text(self.stages, json.dumps(stages, indent=2))
+
+    def record_environment(self, stage: str, environment: dict[str, Any]) -> None:
+        """Records in ``environment.json`` the device and library versions ``stage`` ran with."""
+        recorded = json.loads(self.environment.read_text()) if self.environment.exists() else {}
+        recorded[stage] = environment
+        atomic_write_text(self.environment, json.dumps(recorded, indent=2))
 
     def write_json(self, path: Path, value: Any) -> None:
         """Writes ``value`` as indented JSON atomically."""

@@ -9,6 +9,7 @@ from optuna.trial import TrialState
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from evaluators import SupernetEvaluator, TrialEvaluator
+from hwprofiles import describe_environment
 from nas._driver import run_search
 from nas._errors import SearchInterrupted
 from nas._ray_backend import ray_session
@@ -45,6 +46,7 @@ class SearchStage(Stage):
             ctx.console.print(f"[dim]search: {done} trials already finished, skipped[/]")
             run.mark_done(self.name, trials=done)
             return
+        run.record_environment(self.name, describe_environment(ctx.profile))
         evaluator = self._evaluator(ctx)
         adapter.reference_point = self._reference_point(ctx, study, evaluator, objectives)
         if done:

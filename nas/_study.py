@@ -24,7 +24,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from nas._pareto import Direction, hypervolume, pareto_mask
+from reports import hypervolume, pareto_mask
+from reports._pareto import Direction
 from search_spaces import Arch, ChoiceSpace
 
 logger = logging.getLogger(__name__)
@@ -225,6 +226,9 @@ def trials_frame(study: optuna.Study, objectives: Objectives) -> pd.DataFrame:
             "arch": attrs.get("arch", json.dumps(t.params, sort_keys=True)),
             "error": attrs.get("error", ""),
             "seconds": attrs.get("seconds", np.nan),
+            # wall-clock times (Unix seconds): hypervolume against time in the report
+            "started_at": t.datetime_start.timestamp() if t.datetime_start else np.nan,
+            "finished_at": t.datetime_complete.timestamp() if t.datetime_complete else np.nan,
         }
         for key, value in attrs.items():
             if key not in row and isinstance(value, (int, float)) and not isinstance(value, bool):
