@@ -60,6 +60,7 @@ class _Search(_Command):
     def take_action(self, args: argparse.Namespace, console: Console) -> int:
         from nas._config import load_config
         from nas._pareto_stage import ParetoStage
+        from nas._report_stage import ReportStage
         from nas._rundir import RunDir
         from nas._search_stage import SearchStage
         from nas._stage import RunContext, run_pipeline
@@ -75,6 +76,7 @@ class _Search(_Command):
             from nas._compress_stage import CompressStage
 
             stages.append(CompressStage())
+        stages.append(ReportStage())
         run_pipeline(ctx, stages)
         console.print(f"done: results in {run.root}")
         return EXIT_OK
@@ -95,14 +97,43 @@ class _Compress(_Command):
 
     def take_action(self, args: argparse.Namespace, console: Console) -> int:
         from nas._compress_stage import CompressStage
+        from nas._report_stage import ReportStage
         from nas._rundir import RunDir
-        from nas._stage import RunContext
+        from nas._stage import RunContext, run_pipeline
 
         run = RunDir(args.run_dir)
         spec = run.load_spec(args.overrides)
         run.prepare(spec, sys.argv)
-        CompressStage().run(RunContext(spec=spec, run=run, console=console))
+        run_pipeline(RunContext(spec=spec, run=run, console=console), [CompressStage(), ReportStage()])
         console.print(f"done: models in {run.models}")
+        return EXIT_OK
+
+
+class _Report(_Command):
+    help = "write the HTML report of a run, or of several runs overlaid"
+    description = (
+        "Renders run directories into one self-contained HTML page that opens offline: "
+        "summary and recommendation per latency budget, Pareto plot, hypervolume history, "
+        "each Pareto model's architecture, compression waterfall and latency distribution, "
+        "the tables of the Pareto set and of all trials, and the command that reproduces "
+        "the run. With several run directories (e.g. one search on two hardware profiles, "
+        "or two samplers) their trials and fronts are overlaid on one page."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
+                            help="run directories written by `nas search`")
+        parser.add_argument(
+            "-o", "--output", type=Path, default=None,
+            help="the HTML file to write (default: RUN_DIR/report.html for one run, "
+            "comparison.html beside the first run for several)",
+        )
+
+    def take_action(self, args: argparse.Namespace, console: Console) -> int:
+        from reports import write_report
+
+        path = write_report(args.run_dirs, args.output)
+        console.print(f"report: {path} ({path.stat().st_size / 2**20:.1f} MB)")
         return EXIT_OK
 
 
@@ -150,7 +181,8 @@ class _Profile(_Command):
 
 
 COMMANDS: dict[str, type[_Command]] = {
-    "search": _Search, "compress": _Compress, "spaces": _Spaces, "profile": _Profile,
+    "search": _Search, "compress": _Compress, "report": _Report, "spaces": _Spaces,
+    "profile": _Profile,
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from evaluators import DataError
 from hwprofiles import ProfileError
+from reports import ReportError
 from search_spaces import SearchSpaceError
 
 
@@ -25,5 +26,5 @@ class SearchInterrupted(NasError):
 
 #: Errors caused by the user's input: reported without a traceback, exit status 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError, RunDirError, DataError, ProfileError, SearchSpaceError,
+    ConfigError, RunDirError, DataError, ProfileError, SearchSpaceError, ReportError,
 )

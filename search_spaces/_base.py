@@ -42,6 +42,11 @@ class ChoiceSpace(ABC):
         """Returns a short human-readable form of ``arch`` for tables and logs."""
         return " ".join(f"{name}={value}" for name, value in arch.items())
 
+    def layout(self, arch: Arch) -> list[tuple[str, list[str]]]:
+        """Returns ``arch`` at a glance: one ``(row label, cells)`` pair per stage of the
+        network. Spaces without stages give one row with a ``name=value`` cell per choice."""
+        return [("choices", [f"{name}={value}" for name, value in arch.items()])]
+
     def sample(self, rng: random.Random) -> Arch:
         """Returns a uniformly sampled arch (over the flat choices) drawn with ``rng``."""
         return self.decode({name: rng.choice(values) for name, values in self.choices().items()})

@@ -227,6 +227,17 @@ class MobileNetElasticSpace(SearchSpace):
             stages.append(f"d{depth}:{blocks}")
         return " | ".join(stages)
 
+    def layout(self, arch: Arch) -> list[tuple[str, list[str]]]:
+        """Returns one row per stage, labelled with its depth, width and stride, and one
+        ``k<kernel> e<expand>`` cell per active block."""
+        o = self.options
+        rows = []
+        for s, (channels, stride) in enumerate(zip(o.stage_channels, o.stage_strides)):
+            depth = int(arch[f"d{s}"])
+            label = f"stage {s}: depth {depth}, {channels} ch, stride {stride}"
+            rows.append((label, [f"k{arch[f'k{s}_{b}']} e{arch[f'e{s}_{b}']}" for b in range(depth)]))
+        return rows
+
     def se_channels(self, mid_channels: int) -> int:
         """Returns the squeeze-excite bottleneck width for an expanded width."""
         return make_divisible(mid_channels * SE_RATIO, SE_DIVISOR)
