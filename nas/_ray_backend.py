@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune.search import Searcher
 
-from evaluators import TrialEvaluator
+from evaluators import TrialEvaluator, process_title
 from nas._config import RayConfig
 from nas._study import StudyAdapter
 from search_spaces import Arch
@@ -165,20 +165,24 @@ class StudySearcher(Searcher):
         return list(self._numbers.values())
 
 
-def run_trial(config: Mapping[str, Any], evaluator: TrialEvaluator) -> None:
+def nas_trial(config: Mapping[str, Any], evaluator: TrialEvaluator) -> None:
     """The Tune trainable: evaluates one arch and reports its metrics once.
 
-    An evaluation error is reported as the ``error`` metric (the trial then becomes FAIL
-    with that message) instead of crashing the worker.
+    Ray's dashboard lists its worker actors as ``nas_trial``; while a trial runs, the
+    worker's process title names it (``ray::trial_7``, then ``ray::trial_7 · latency
+    meter [cpu]`` while it is timed), as do ``ps`` and ``top``. An evaluation error is
+    reported as the ``error`` metric (the trial then becomes FAIL with that message)
+    instead of crashing the worker.
     """
     arch = Arch.from_json(str(config["arch"]))
-    try:
-        metrics = evaluator(arch)
-    except Exception as exc:  # noqa: BLE001 - one candidate's failure must not stop the search
-        logger.warning("trial %s failed: %s", config.get("number"), exc)
-        tune.report({"error": f"{type(exc).__name__}: {exc}"})
-        return
-    tune.report({**metrics, "done": True})
+    with process_title(f"trial_{config.get('number', '?')}"):
+        try:
+            metrics = evaluator(arch)
+        except Exception as exc:  # noqa: BLE001 - one candidate's failure must not stop the search
+            logger.warning("trial %s failed: %s", config.get("number"), exc)
+            tune.report({"error": f"{type(exc).__name__}: {exc}"})
+            return
+        tune.report({**metrics, "done": True})
 
 
 def run_tune(
@@ -193,7 +197,7 @@ def run_tune(
 ) -> None:
     """Runs ``num_samples`` trials through Ray Tune, ``max_concurrent`` at a time."""
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, evaluator=evaluator),
+        tune.with_parameters(nas_trial, evaluator=evaluator),
         tune.PlacementGroupFactory([dict(resources)]),
     )
     tuner = tune.Tuner(

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from evaluators._modes import eval_mode
+from evaluators._proctitle import process_title
 from evaluators.latency._cache import LatencyCache
 from evaluators.latency._latency import Latency
 from evaluators.latency._lock import DeviceLock
@@ -118,7 +119,8 @@ class LatencyMeter:
 
         profile = self.profile
         latency: Latency | None = None
-        with eval_mode(model), self.lock.measure():
+        title = f"latency meter [{profile.name}]"
+        with eval_mode(model), self.lock.measure(), process_title(title, append=True):
             for _ in range(profile.max_attempts):
                 samples = self.backend.time(
                     model, shape, warmup=profile.warmup, repeats=profile.repeats,

@@ -57,3 +57,27 @@ def test_run_search_records_failures_and_reaches_the_budget(ray_local, tmp_path:
     more = run_search(adapter, ToyEvaluator(), n_trials=12, max_concurrent=2,
                       resources={"CPU": 1}, tune_dir=tmp_path / "tune", name="toy-2")
     assert more.first_trial == 10 and more.trials_run == 2 and len(adapter.frame()) == 12
+
+
+class TitleEvaluator(ToyEvaluator):
+    """Writes the worker's process title, as seen while evaluating, to a file per arch."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __call__(self, arch: Arch) -> dict[str, float]:
+        import setproctitle
+
+        (self.folder / f"{arch['a']}-{arch['b']}.txt").write_text(setproctitle.getproctitle())
+        return {"accuracy": 0.5, "latency_ms": 1.0}
+
+
+def test_trial_workers_carry_the_trial_name_in_their_process_title(ray_local, tmp_path: Path) -> None:
+    study = open_study(f"sqlite:///{tmp_path / 's.db'}", "titles", OBJECTIVES,
+                       make_sampler("random", seed=2, objectives=OBJECTIVES))
+    adapter = StudyAdapter(study, SPACE, OBJECTIVES)
+    run_search(adapter, TitleEvaluator(tmp_path), n_trials=3, max_concurrent=1,
+               resources={"CPU": 1}, tune_dir=tmp_path / "tune", name="titles")
+    titles = {p.read_text() for p in tmp_path.glob("*.txt")}
+    numbers = {f"ray::trial_{n}" for n in adapter.frame()["number"]}
+    assert titles and titles <= numbers
