@@ -81,7 +81,8 @@ def test_search_writes_a_complete_run_directory_and_resumes(tmp_path: Path) -> N
     # compression: one model through every stage, its artifacts and the deployed front
     rows = pd.read_parquet(run / "compression.parquet")
     assert list(rows.columns) == ["model_id", "stage", "accuracy", "latency_ms", "latency_cv",
-                                  "params", "macs", "size_bytes", "artifact", "status", "reason"]
+                                  "params", "macs", "size_bytes", "artifact", "status", "reason",
+                                  "latency_samples_ms"]
     assert rows["stage"].tolist() == ["baseline", "pruned", "distilled", "int8", "tensorrt"]
     assert rows.loc[rows["stage"] == "tensorrt", "status"].item() == "skipped"
     assert (rows.loc[rows["stage"] != "tensorrt", "status"] == "ok").all()
@@ -101,6 +102,17 @@ def test_search_writes_a_complete_run_directory_and_resumes(tmp_path: Path) -> N
     assert torch.load(model_dir / "model.pt", weights_only=True)
     deployed = pd.read_csv(run / "deployed_pareto.csv")
     assert len(deployed) == 1 and deployed["model_id"].item() == rows["model_id"].iloc[0]
+
+    # the report, and what it tells: the device measured on, trial times, stage timings
+    html = (run / "report.html").read_text()
+    assert "report: " in out and "opens offline" in out
+    assert "Recommendation" in html and rows["model_id"].iloc[0] in html
+    environment = json.loads((run / "environment.json").read_text())
+    assert set(environment) == {"search", "compress"}
+    assert environment["search"]["packages"]["torch"] == torch.__version__
+    assert (trials["finished_at"] >= trials["started_at"]).all()
+    assert json.loads((run / "stages.json").read_text())["compress"]["seconds"] > 0
+    assert len(json.loads(rows.loc[rows["stage"] == "int8", "latency_samples_ms"].item())) > 5
 
     # A killed driver leaves a RUNNING trial behind; the resumed run must close it.
     study.ask()

@@ -1,0 +1,135 @@
+"""The HTML report: content, escaping, size, missing results, overlays, and a real browser."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nas._cli import main
+from reports import ReportError, load_run, write_report
+from tests.reports_tests.conftest import HOSTILE, MakeRun
+
+SIX_MB = 6 * 2**20
+
+
+def _open(browser: object, path: Path, screenshot: Path) -> tuple[object, list[str], list[str]]:
+    """Opens ``path`` in a new page; returns the page, console errors and every request."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(path.resolve().as_uri(), wait_until="load")
+    page.wait_for_function("() => document.querySelectorAll('.main-svg').length > 0")
+    page.screenshot(path=str(screenshot), full_page=True)
+    return page, errors, requests
+
+
+PLOTTED = """() => {
+  const gd = document.getElementById('pareto-plot');
+  const traces = Array.from(gd.querySelectorAll('.scatterlayer .trace'));
+  return gd.data.map((t, i) => [t.name, t.meta, traces[i].querySelectorAll('path.point').length]);
+}"""
+
+
+def test_report_renders_in_chromium_with_every_trial_plotted(
+    run_factory: MakeRun, browser: object, tmp_path: Path
+) -> None:
+    root = run_factory("plain", trials=24, failures=2)
+    path = write_report([root])
+    assert path == root / "report.html"
+    page, errors, requests = _open(browser, path, tmp_path / "report.png")
+    assert errors == []
+    assert requests and all(u.startswith("file://") for u in requests), requests
+    plotted = page.evaluate(PLOTTED)  # type: ignore[attr-defined]
+    trial_points = sum(n for _, meta, n in plotted if meta == "trials")
+    trials = pd.read_parquet(root / "trials.parquet")
+    assert trial_points == (trials["state"] == "COMPLETE").sum() == 22
+    front = pd.read_csv(root / "pareto.csv")
+    assert [n for _, meta, n in plotted if meta == "front"] == [len(front)]
+    assert len(front) >= 2
+    assert [n for _, meta, n in plotted if meta == "deployed"] == [2]
+    # every figure drew: Pareto, hypervolume, and per model a waterfall and a latency plot
+    figures = page.evaluate("() => document.querySelectorAll('.plot .main-svg').length")  # type: ignore[attr-defined]
+    assert figures >= 2 + 2 * front["arch"].nunique() - 2
+    # tables: one row per trial, the failed ones with their reason
+    rows = page.locator("#trials-table tbody tr")  # type: ignore[attr-defined]
+    assert rows.count() == len(trials)
+    page.select_option("#state-filter", "FAIL")  # type: ignore[attr-defined]
+    assert page.locator("#trials-table tbody tr:visible").count() == 2  # type: ignore[attr-defined]
+    assert "simulated out of memory" in page.locator("#trials-table tbody tr:visible").first.inner_text()  # type: ignore[attr-defined]
+    # sorting the Pareto table by latency puts the fastest first
+    page.click("#pareto-table thead th:nth-child(3)")  # type: ignore[attr-defined]
+    first = page.locator("#pareto-table tbody tr").first.locator("td").nth(2).inner_text()  # type: ignore[attr-defined]
+    assert float(first) == pytest.approx(front["latency_ms"].min(), rel=1e-3)
+    # a latency budget picks the most accurate deployed model within it
+    page.fill("#budget", "10")  # type: ignore[attr-defined]
+    assert page.inner_text("#budget-answer").startswith("ship ")  # type: ignore[attr-defined]
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_hostile_strings_render_as_text(run_factory: MakeRun, browser: object, tmp_path: Path) -> None:
+    root = run_factory("hostile", trials=8, failures=1, name=HOSTILE, error=HOSTILE)
+    path = write_report([root])
+    html = path.read_text()
+    assert "<script>window.__pwned" not in html and '<img src="x"' not in html
+    assert "&lt;script&gt;window.__pwned" in html
+    page, errors, requests = _open(browser, path, tmp_path / "hostile.png")
+    assert page.evaluate("() => window.__pwned") is None  # type: ignore[attr-defined]
+    assert all(u.startswith("file://") for u in requests), requests  # no <img src="x"> fetched
+    assert errors == []
+    assert HOSTILE in page.inner_text("h1")  # type: ignore[attr-defined]
+    assert HOSTILE in page.inner_text("#trials-table")  # type: ignore[attr-defined]
+
+
+def test_report_without_compression_says_why(run_factory: MakeRun, browser: object, tmp_path: Path) -> None:
+    root = run_factory("uncompressed", trials=12, failures=0, compressed=False)
+    assert main(["report", str(root)]) == 0
+    page, errors, _ = _open(browser, root / "report.html", tmp_path / "uncompressed.png")
+    assert errors == []
+    text = page.inner_text("body")  # type: ignore[attr-defined]
+    assert "compression is switched off in this run's config (compress.enabled: false)" in text
+    assert "No compression results, so these are the search's models" in text
+    assert page.locator("#models article").count() == pd.read_csv(root / "pareto.csv")["arch"].nunique()  # type: ignore[attr-defined]
+
+
+def test_two_runs_overlay_on_one_page(run_factory: MakeRun, browser: object, tmp_path: Path) -> None:
+    a = run_factory("plain", trials=24, failures=2)
+    b = run_factory("other-seed", trials=16, failures=0, seed=1)
+    out = tmp_path / "both.html"
+    assert main(["report", str(a), str(b), "-o", str(out)]) == 0
+    page, errors, _ = _open(browser, out, tmp_path / "both.png")
+    assert errors == []
+    plotted = page.evaluate(PLOTTED)  # type: ignore[attr-defined]
+    assert sum(n for _, meta, n in plotted if meta == "trials") == 22 + 16
+    assert {name.split(":")[0] for name, meta, _ in plotted if meta == "trials"} == {"plain", "other-seed"}
+    # links stay relative to the page, and point at real files
+    hrefs = page.eval_on_selector_all("a[href$='.onnx'], a[href$='.parquet']", "els => els.map(e => e.getAttribute('href'))")  # type: ignore[attr-defined]
+    assert hrefs and all(not h.startswith(("/", "file:")) and (out.parent / h).exists() for h in hrefs)
+
+
+def test_two_hundred_trials_stay_under_six_megabytes(run_factory: MakeRun) -> None:
+    root = run_factory("large", trials=200, failures=5)
+    size = write_report([root]).stat().st_size
+    assert size < SIX_MB, f"{size / 2**20:.2f} MB"
+
+
+def test_report_is_self_contained(run_factory: MakeRun) -> None:
+    from plotly.offline import get_plotlyjs
+
+    html = write_report([run_factory("plain", trials=24, failures=2)]).read_text()
+    assert html.count(get_plotlyjs()) == 1  # plotly.js inline, once
+    html = html.replace(get_plotlyjs(), "")  # its own code names its web site in strings
+    assert re.search(r"""(src|href)=["']?(https?:)?//""", html) is None
+    assert "cdn.plot.ly" not in html and "<link" not in html
+    assert "Plotly.newPlot" in html
+
+
+def test_report_of_a_directory_without_a_run_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(ReportError, match="no config.yaml"):
+        load_run(tmp_path)
+    assert main(["report", str(tmp_path)]) == 2
