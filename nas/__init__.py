@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from nas._config import RunSpec, load_config, validate_config
 from nas._errors import ConfigError, NasError, RunDirError
-from reports import hypervolume, normalized, pareto_mask
 from nas._rundir import RunDir
 from nas._study import (
     Objectives,
@@ -14,6 +13,7 @@ from nas._study import (
     pareto_frame,
     trials_frame,
 )
+from reports import hypervolume, normalized, pareto_mask
 
 __all__ = [
     "ConfigError", "NasError", "Objectives", "RunDir", "RunDirError", "RunSpec", "StudyAdapter",

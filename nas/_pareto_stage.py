@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 from rich.markup import escape
 from rich.table import Table
@@ -19,12 +21,13 @@ class ParetoStage(Stage):
     def run(self, ctx: RunContext) -> None:
         """Writes ``pareto.csv`` from ``trials.parquet`` and prints it."""
         run = ctx.run
+        start = time.perf_counter()
         trials = pd.read_parquet(run.trials)
         front = pareto_frame(trials, ctx.objectives)
         names = ctx.objectives.names
         front = front.sort_values(names[::-1]).reset_index(drop=True)
         run.write_frame(run.pareto, front)
-        run.mark_done(self.name, models=len(front))
+        run.mark_done(self.name, models=len(front), seconds=time.perf_counter() - start)
         ctx.console.print(pareto_table(front, ctx.spec.search.constraints, ctx.space))
 
 

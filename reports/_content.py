@@ -148,9 +148,9 @@ def summary(run: RunData) -> list[tuple[str, str]]:
          if env else run.missing.get("environment", "not recorded")),
         ("objectives", ", ".join(f"{n} ({d}imise)" for n, d in run.objectives.items())),
         ("constraints", ", ".join(f"{k} <= {v:g}" for k, v in run.constraints.items()) or "none"),
-        ("sampler", f"{search.get('sampler', '?')}, {search.get('n_trials', '?')} trials, "
+        ("sampler", (f"{search.get('sampler', '?')}, {search.get('n_trials', '?')} trials, "
                     f"{search.get('max_concurrent', '?')} at a time, seed "
-                    f"{(cfg.get('experiment') or {}).get('seed', '?')}"),
+                    f"{(cfg.get('experiment') or {}).get('seed', '?')}")),
         ("trials", ", ".join(f"{n} {s.lower()}" for s, n in counts.items()) or "none"),
         ("runtime", f"Python {env.get('python', '?')}; " + ", ".join(
             f"{p} {packages[p]}" for p in SHOWN_PACKAGES if p in packages)
@@ -333,7 +333,7 @@ def artifact_links(run: RunData, output_dir: Path) -> list[Link]:
 
 def resolved_config(run: RunData) -> str:
     """Returns the run's resolved config as YAML (without the recorded command line)."""
-    return yaml.safe_dump(run.config, sort_keys=False)
+    return str(yaml.safe_dump(run.config, sort_keys=False))
 
 
 def missing_notes(runs: Sequence[RunData]) -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 
 import numpy as np
@@ -29,7 +29,7 @@ STATE_STYLE = {
 }
 STAGE_ORDER = ("baseline", "pruned", "distilled", "int8", "tensorrt")
 STATUS_COLOUR = {"ok": "#2ca02c", "rejected": "#d62728", "skipped": "#c7c7c7"}
-LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=50), font=dict(size=12))
+LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}, "font": {"size": 12}}
 
 ArchText = Callable[[RunData, str], str]
 
@@ -61,7 +61,7 @@ def _outcome(row: pd.Series) -> str:
     return str(row["state"])
 
 
-def _axis_pairs(names: Sequence[str], directions: dict[str, str]) -> list[tuple[str, str]]:
+def _axis_pairs(names: Sequence[str], directions: Mapping[str, str]) -> list[tuple[str, str]]:
     """Returns the objective pairs as (x, y): a cost on x and a gain on y where possible."""
     pairs = []
     for a, b in itertools.combinations(names, 2):
@@ -80,7 +80,7 @@ def pareto_figure(runs: Sequence[RunData], arch_text: ArchText) -> tuple[go.Figu
     """
     names = runs[0].names
     directions = dict(runs[0].objectives)
-    pairs = _axis_pairs(names, directions)
+    pairs = _axis_pairs(names, directions) or [("number", names[0])]  # one objective: by trial
     x0, y0 = pairs[0]
     fig = go.Figure()
     columns: list[dict[str, list[float]]] = []  # per trace: objective -> values
@@ -102,8 +102,8 @@ def pareto_figure(runs: Sequence[RunData], arch_text: ArchText) -> tuple[go.Figu
             fig.add_trace(go.Scatter(
                 x=rows[x0].tolist(), y=rows[y0].tolist(), mode="markers", name=name,
                 meta="trials",
-                marker=dict(color=colour if many else state_colour, symbol=symbol if many else "circle",
-                            size=8, opacity=0.75, line=dict(width=0.5, color="white")),
+                marker={"color": colour if many else state_colour, "symbol": symbol if many else "circle",
+                            "size": 8, "opacity": 0.75, "line": {"width": 0.5, "color": "white"}},
                 text=[trial_hover(run, row, arch_text) for _, row in rows.iterrows()],
                 hovertemplate="%{text}<extra></extra>",
             ))
@@ -113,9 +113,9 @@ def pareto_figure(runs: Sequence[RunData], arch_text: ArchText) -> tuple[go.Figu
             fig.add_trace(go.Scatter(
                 x=front[x0].tolist(), y=front[y0].tolist(), name=f"{prefix}search front",
                 mode="lines+markers" if len(names) == 2 else "markers", meta="front",
-                line=dict(color=colour if many else "#08306b", shape="hv", width=2),
-                marker=dict(size=11, symbol="circle-open", color=colour if many else "#08306b",
-                            line=dict(width=2)),
+                line={"color": colour if many else "#08306b", "shape": "hv", "width": 2},
+                marker={"size": 11, "symbol": "circle-open", "color": colour if many else "#08306b",
+                            "line": {"width": 2}},
                 hoverinfo="skip",
             ))
             columns.append({n: front[n].astype(float).tolist() for n in names})
@@ -127,9 +127,9 @@ def pareto_figure(runs: Sequence[RunData], arch_text: ArchText) -> tuple[go.Figu
                 x=deployed[x0].tolist(), y=deployed[y0].tolist(),
                 name=f"{prefix}deployed front (after compression, test split)",
                 mode="lines+markers", meta="deployed",
-                line=dict(color=colour if many else "#2ca02c", dash="dot", shape="hv"),
-                marker=dict(size=12, symbol="diamond", color=colour if many else "#2ca02c",
-                            line=dict(width=1, color="black")),
+                line={"color": colour if many else "#2ca02c", "dash": "dot", "shape": "hv"},
+                marker={"size": 12, "symbol": "diamond", "color": colour if many else "#2ca02c",
+                            "line": {"width": 1, "color": "black"}},
                 text=[
                     f"<b>{escape(run.label)} · {escape(str(d.model_id))} · {escape(str(d.stage))}</b><br>"
                     f"test accuracy {_fmt(d.accuracy)} · latency_ms {_fmt(d.latency_ms)}<br>"
@@ -144,25 +144,27 @@ def pareto_figure(runs: Sequence[RunData], arch_text: ArchText) -> tuple[go.Figu
     fig.update_layout(
         **LAYOUT, height=520, title="Trials and Pareto fronts",
         xaxis_title=_axis_title(x0, directions), yaxis_title=_axis_title(y0, directions),
-        legend=dict(orientation="h", y=-0.18), hovermode="closest",
+        legend={"orientation": "h", "y": -0.18}, hovermode="closest",
     )
     if notes:
         fig.add_annotation(text=escape("; ".join(notes)), xref="paper", yref="paper", x=0, y=1.06,
-                           showarrow=False, font=dict(size=11, color="#555"), xanchor="left")
+                           showarrow=False, font={"size": 11, "color": "#555"}, xanchor="left")
     if len(pairs) > 1:
-        fig.update_layout(updatemenus=[dict(
-            type="dropdown", x=1.0, y=1.15, xanchor="right", showactive=True,
-            buttons=[dict(
-                label=escape(f"{y} vs {x}"), method="update",
-                args=[{"x": [c.get(x, []) for c in columns], "y": [c.get(y, []) for c in columns]},
+        fig.update_layout(updatemenus=[{
+            "type": "dropdown", "x": 1.0, "y": 1.15, "xanchor": "right", "showactive": True,
+            "buttons": [{
+                "label": escape(f"{y} vs {x}"), "method": "update",
+                "args": [{"x": [c.get(x, []) for c in columns], "y": [c.get(y, []) for c in columns]},
                       {"xaxis.title.text": _axis_title(x, directions),
                        "yaxis.title.text": _axis_title(y, directions), "shapes": []}],
-            ) for x, y in pairs],
-        )])
+            } for x, y in pairs],
+        }])
     return fig, points
 
 
-def _axis_title(name: str, directions: dict[str, str]) -> str:
+def _axis_title(name: str, directions: Mapping[str, str]) -> str:
+    if name not in directions:
+        return "trial number"
     better = "higher" if directions.get(name) == "max" else "lower"
     return escape(f"{name} ({better} is better)")
 
@@ -183,7 +185,7 @@ def _constraint_marks(fig: go.Figure, run: RunData, x: str, y: str) -> list[str]
         if bound > hi + 0.5 * (hi - lo or abs(hi)):
             notes.append(f"constraint {name} <= {bound:g} is off the scale: every trial meets it")
             continue
-        line = dict(type="line", line=dict(color="#d62728", dash="dash", width=1.5))
+        line = {"type": "line", "line": {"color": "#d62728", "dash": "dash", "width": 1.5}}
         if name == x:
             fig.add_shape(**line, x0=bound, x1=bound, yref="paper", y0=0, y1=1)
         else:
@@ -191,7 +193,7 @@ def _constraint_marks(fig: go.Figure, run: RunData, x: str, y: str) -> list[str]
         fig.add_annotation(x=bound if name == x else 1, y=1 if name == x else bound,
                            xref="x" if name == x else "paper", yref="paper" if name == x else "y",
                            text=escape(f"{name} <= {bound:g}"), showarrow=False,
-                           font=dict(color="#d62728", size=11), xanchor="left")
+                           font={"color": "#d62728", "size": 11}, xanchor="left")
     return notes
 
 
@@ -241,8 +243,8 @@ def hypervolume_figure(runs: Sequence[RunData]) -> go.Figure | None:
                         horizontal_spacing=0.1)
     for r, (label, history) in enumerate(histories.items()):
         colour = RUN_COLOURS[r % len(RUN_COLOURS)]
-        common = dict(mode="lines+markers", line=dict(color=colour, shape="hv"), marker=dict(size=4),
-                      name=escape(label), legendgroup=escape(label))
+        common = {"mode": "lines+markers", "line": {"color": colour, "shape": "hv"}, "marker": {"size": 4},
+                      "name": escape(label), "legendgroup": escape(label)}
         fig.add_trace(go.Scatter(x=list(range(1, len(history) + 1)), y=history["hypervolume"].tolist(),
                                  hovertemplate="trial %{customdata}: %{y:.4f}<extra></extra>",
                                  customdata=history["number"].tolist(), **common), row=1, col=1)
@@ -315,7 +317,7 @@ def latency_figure(search_samples: Sequence[float], rows: pd.DataFrame | None, l
     fig = go.Figure()
     for name, samples in series:
         fig.add_trace(go.Box(x=samples, name=escape(name), boxpoints="all", jitter=0.4, pointpos=0,
-                             marker=dict(size=3, opacity=0.5), line=dict(width=1.5),
+                             marker={"size": 3, "opacity": 0.5}, line={"width": 1.5},
                              hovertemplate="%{x:.4f} ms<extra></extra>", orientation="h"))
     fig.update_layout(**LAYOUT, height=110 + 45 * len(series), showlegend=False,
                       title=escape(f"{label}: latency of each timed run"), xaxis_title="ms")

@@ -37,11 +37,12 @@ def _fake_metrics(arch: dict, rng: random.Random) -> dict[str, float]:
 def build_run(
     root: Path, *, trials: int = 24, compressed: bool = True, failures: int = 2,
     name: str = "report-test", error: str = "RuntimeError: simulated out of memory", seed: int = 0,
+    overrides: tuple[str, ...] = (),
 ) -> Path:
     """Writes a finished run directory with ``trials`` trials (``failures`` of them FAIL
     with ``error``), its Pareto set, latency samples and, if ``compressed``, compression
     results for its two fastest Pareto models."""
-    overrides = [f"search.n_trials={trials}", f"experiment.seed={seed}"]
+    overrides = [f"search.n_trials={trials}", f"experiment.seed={seed}", *overrides]
     if not compressed:
         overrides.append("compress.enabled=false")
     spec = load_config(ROOT / "configs" / "quickstart.yaml", overrides)

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 from nas._cli import main
-from reports import ReportError, load_run, write_report
+from reports import ReportError, load_run, load_runs, write_report
+from reports._content import ArchNames
+from reports._figures import pareto_figure
 from tests.reports_tests.conftest import HOSTILE, MakeRun
 
 SIX_MB = 6 * 2**20
@@ -70,6 +72,11 @@ def test_report_renders_in_chromium_with_every_trial_plotted(
     page.fill("#budget", "10")  # type: ignore[attr-defined]
     assert page.inner_text("#budget-answer").startswith("ship ")  # type: ignore[attr-defined]
     assert (tmp_path / "report.png").stat().st_size > 10_000
+    # printed to PDF: the controls are hidden, the plots are still there
+    page.emulate_media(media="print")  # type: ignore[attr-defined]
+    assert not page.is_visible("#budget") and page.is_visible("#pareto-plot .main-svg")  # type: ignore[attr-defined]
+    pdf = page.pdf(path=str(tmp_path / "report.pdf"), format="A4")  # type: ignore[attr-defined]
+    assert pdf.startswith(b"%PDF") and len(pdf) > 50_000
 
 
 def test_hostile_strings_render_as_text(run_factory: MakeRun, browser: object, tmp_path: Path) -> None:
@@ -110,6 +117,20 @@ def test_two_runs_overlay_on_one_page(run_factory: MakeRun, browser: object, tmp
     # links stay relative to the page, and point at real files
     hrefs = page.eval_on_selector_all("a[href$='.onnx'], a[href$='.parquet']", "els => els.map(e => e.getAttribute('href'))")  # type: ignore[attr-defined]
     assert hrefs and all(not h.startswith(("/", "file:")) and (out.parent / h).exists() for h in hrefs)
+
+
+@pytest.mark.parametrize("objectives, pairs", [
+    ("{accuracy: max, latency_ms: min, params: min}", 3), ("{accuracy: max}", 0),
+])
+def test_any_number_of_objectives_is_plotted(run_factory: MakeRun, objectives: str, pairs: int) -> None:
+    root = run_factory(f"objectives-{pairs}", trials=10, failures=0, compressed=False,
+                       overrides=(f"search.objectives={objectives}",))
+    [run] = load_runs([root])
+    figure, points = pareto_figure([run], ArchNames())
+    assert sum(points.values()) == 10
+    menus = figure.layout.updatemenus
+    assert (len(menus[0].buttons) if menus else 0) == pairs
+    assert write_report([root]).stat().st_size > 0
 
 
 def test_two_hundred_trials_stay_under_six_megabytes(run_factory: MakeRun) -> None:
