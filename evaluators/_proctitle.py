@@ -19,7 +19,7 @@ def _title_functions() -> tuple[Callable[[], str], Callable[[str], None]]:
     if ray is not None and ray.is_initialized():
         from ray import _raylet  # Ray's own title functions (version pinned in pyproject)
 
-        return _raylet.getproctitle, _raylet.setproctitle
+        return _raylet.getproctitle, _raylet.setproctitle  # type: ignore[attr-defined]
     return setproctitle.getproctitle, setproctitle.setproctitle
 
 

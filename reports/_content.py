@@ -201,12 +201,11 @@ def recommendations(run: RunData, output_dir: Path) -> tuple[list[dict[str, str]
     else:
         return [], run.missing.get("pareto", "no Pareto set")
     front = front.sort_values("latency_ms").reset_index(drop=True)
-    rows, best = [], -math.inf
-    for i, r in enumerate(front.itertuples()):
-        if float(r.accuracy) <= best:
-            continue  # a slower model that is not more accurate is never the answer
-        best = float(r.accuracy)
-        nxt = front["latency_ms"].iloc[i + 1] if i + 1 < len(front) else None
+    # a slower model that is not more accurate is never the answer
+    steps = front[front["accuracy"].astype(float) > front["accuracy"].astype(float).cummax().shift(fill_value=-math.inf)]
+    rows = []
+    for i, r in enumerate(steps.itertuples()):
+        nxt = steps["latency_ms"].iloc[i + 1] if i + 1 < len(steps) else None
         artifact = str(getattr(r, "artifact", "") or "")
         href = relative(run.root / "models" / artifact, output_dir) if artifact else ""
         rows.append({

@@ -89,7 +89,7 @@ def pareto_figure(runs: Sequence[RunData], arch_text: ArchText) -> tuple[go.Figu
     for r, run in enumerate(runs):
         colour = RUN_COLOURS[r % len(RUN_COLOURS)]
         prefix = f"{run.label}: " if many else ""
-        frame = run.values()
+        frame = run.valued
         outcomes = frame.apply(_outcome, axis=1) if not frame.empty else pd.Series(dtype=str)
         for outcome, (state_colour, symbol) in STATE_STYLE.items():
             rows = frame[outcomes == outcome] if not frame.empty else frame
@@ -172,7 +172,7 @@ def _axis_title(name: str, directions: Mapping[str, str]) -> str:
 def _constraint_marks(fig: go.Figure, run: RunData, x: str, y: str) -> list[str]:
     """Draws each constraint on a plotted objective inside the data's range as a dashed
     line; returns notes for those that lie far outside it (every trial meets them)."""
-    values = run.values()
+    values = run.valued
     notes = []
     for name, bound in run.constraints.items():
         if name not in (x, y):
@@ -204,7 +204,7 @@ def hypervolume_history(runs: Sequence[RunData]) -> dict[str, pd.DataFrame]:
     names = runs[0].names
     directions = [runs[0].objectives[n] for n in names]
     feasible = [
-        r.values()[(r.values()["state"] == "COMPLETE") & r.values()["feasible"].astype(bool)]
+        r.valued[(r.valued["state"] == "COMPLETE") & r.valued["feasible"].astype(bool)]
         for r in runs
     ]
     pooled = np.concatenate([f[names].to_numpy(dtype=float) for f in feasible] or [np.zeros((0, len(names)))])

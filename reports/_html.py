@@ -69,7 +69,7 @@ def render_report(runs: Sequence[RunData], output: Path) -> str:
         recommendations=recommendations,
         pareto_figure=figures.add(pareto), pareto_points=json.dumps(points),
         trial_count=sum(points.values()),
-        valueless=sum(len(run.trials) - len(run.values()) for run in runs),
+        valueless=sum(len(run.trials) - len(run.valued) for run in runs),
         hv_figure=figures.add(hv) if hv is not None else None,
         models=[s for run in runs for s in content.model_sections(run, names, out_dir, figures.add)],
         pareto_rows=[r for run in runs for r in content.pareto_rows(run, names)],

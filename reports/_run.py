@@ -6,6 +6,7 @@ import json
 import math
 import sqlite3
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,8 @@ class RunData:
         """Returns the objective names in the study's order."""
         return list(self.objectives)
 
-    def values(self) -> pd.DataFrame:
+    @cached_property
+    def valued(self) -> pd.DataFrame:
         """Returns the trials that have a finite value of every objective."""
         frame = self.trials
         if frame.empty or any(n not in frame.columns for n in self.names):

@@ -154,3 +154,16 @@ def test_report_of_a_directory_without_a_run_is_a_user_error(tmp_path: Path) -> 
     with pytest.raises(ReportError, match="no config.yaml"):
         load_run(tmp_path)
     assert main(["report", str(tmp_path)]) == 2
+
+
+def test_budgets_step_only_through_models_that_gain_accuracy(run_factory: MakeRun, tmp_path: Path) -> None:
+    from reports._content import recommendations
+
+    [run] = load_runs([run_factory("plain", trials=24, failures=2)])
+    run.deployed = pd.DataFrame({
+        "model_id": ["a", "b", "c"], "stage": "int8", "artifact": "",
+        "accuracy": [0.95, 0.94, 0.97], "latency_ms": [0.10, 0.12, 0.20],  # b is slower and worse
+    })
+    rows, _ = recommendations(run, tmp_path)
+    assert [r["model"] for r in rows] == ["a", "c"]
+    assert rows[0]["budget"] == "0.1000 ms to 0.2000 ms" and rows[1]["budget"] == "0.2000 ms or more"
