@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+# Built-in backends register themselves on import; import them all here so that the
+# registry's contents never depend on what a caller imported first.
+from evaluators.latency import _onnxruntime, _openvino, _tensorrt, _torch  # noqa: F401
 from evaluators.latency._base import BackendUnavailable, LatencyBackend
 from evaluators.latency._cache import LatencyCache
 from evaluators.latency._latency import Latency
 from evaluators.latency._lock import DeviceLock
 from evaluators.latency._meter import LatencyMeter
-from evaluators.latency._registry import get_backend
+from evaluators.latency._openvino import OpenVINOIR
+from evaluators.latency._registry import (
+    check_profile,
+    get_backend,
+    list_backends,
+    register_backend,
+)
 
 __all__ = [
     "BackendUnavailable",
@@ -16,5 +25,9 @@ __all__ = [
     "LatencyBackend",
     "LatencyCache",
     "LatencyMeter",
+    "OpenVINOIR",
+    "check_profile",
     "get_backend",
+    "list_backends",
+    "register_backend",
 ]

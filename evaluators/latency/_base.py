@@ -10,8 +10,10 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, ClassVar, Union
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import nn
 
+    from evaluators.latency._openvino import OpenVINOIR
     from hwprofiles import HardwareProfile
 
 __all__ = ["BackendUnavailable", "LatencyBackend", "ModelLike", "Runner"]
@@ -22,8 +24,9 @@ Runner = Callable[[int], float]
 _MAX_INNER = 10_000
 
 # A model to time: a torch module, or (for ONNX-based backends) a serialised ONNX model
-# given as bytes or as the path of a ``.onnx`` file.
-ModelLike = Union["nn.Module", bytes, str, "os.PathLike[str]"]
+# given as bytes or as the path of a ``.onnx`` file; the openvino backend also takes an IR
+# (an ``.xml`` path or an ``OpenVINOIR``).
+ModelLike = Union["nn.Module", bytes, str, "os.PathLike[str]", "OpenVINOIR"]
 
 
 class BackendUnavailable(RuntimeError):
@@ -40,16 +43,26 @@ class LatencyBackend(ABC):
     everything that touches the device (export, engine building, warm-up, timed runs)
     happens inside that hold.
 
-    Subclasses set ``name`` and implement :meth:`session`.
+    Subclasses set ``name`` (the key a profile's ``backend`` uses), ``devices`` and
+    ``precisions`` (what profiles it can describe), implement :meth:`session`, and register
+    with :func:`register_backend`.
 
     Args:
         profile: The hardware profile this backend measures for.
     """
 
     name: ClassVar[str] = ""
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    #: Whether :meth:`session` times serialised ONNX (bytes or a path) as well as modules:
+    #: then the compression chain times the very file it ships.
+    accepts_onnx: ClassVar[bool] = False
 
     def __init__(self, profile: HardwareProfile) -> None:
         self.profile = profile
+        #: Inputs (N, C, H, W) that an INT8 profile's backend calibrates a module with; the
+        #: meter sets them. None: seeded random inputs (scales change values, not speed).
+        self.calibration: np.ndarray | None = None
 
     @abstractmethod
     def session(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from evaluators.latency._base import BackendUnavailable, LatencyBackend
 from evaluators.latency._onnx import to_onnx
+from evaluators.latency._registry import register_backend
 
 if TYPE_CHECKING:
     from evaluators.latency._base import ModelLike, Runner
@@ -19,6 +20,7 @@ __all__ = ["OnnxRuntimeBackend"]
 _NUMPY_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
 
 
+@register_backend
 class OnnxRuntimeBackend(LatencyBackend):
     """Exports to ONNX and times an onnxruntime CPU session.
 
@@ -31,6 +33,9 @@ class OnnxRuntimeBackend(LatencyBackend):
     """
 
     name = "onnxruntime"
+    devices = ("cpu",)
+    precisions = ("fp32", "int8")
+    accepts_onnx = True
 
     def __init__(self, profile: HardwareProfile) -> None:
         super().__init__(profile)
@@ -48,7 +53,8 @@ class OnnxRuntimeBackend(LatencyBackend):
         import numpy as np
         import onnxruntime as ort
 
-        onnx_bytes = to_onnx(model, input_shape, int8=self.profile.precision == "int8")
+        onnx_bytes = to_onnx(model, input_shape, int8=self.profile.precision == "int8",
+                             calibration=self.calibration)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.profile.threads or 0
         options.inter_op_num_threads = 1

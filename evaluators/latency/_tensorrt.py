@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from evaluators.latency._base import BackendUnavailable, LatencyBackend
 from evaluators.latency._onnx import to_onnx
+from evaluators.latency._registry import register_backend
 
 if TYPE_CHECKING:
     import torch
@@ -117,6 +118,7 @@ def build_serialized_engine(
     return bytes(memoryview(serialized))
 
 
+@register_backend
 class TensorRTBackend(LatencyBackend):
     """Builds a TensorRT engine from ONNX and times ``execute_async_v3`` with CUDA events.
 
@@ -130,6 +132,9 @@ class TensorRTBackend(LatencyBackend):
     """
 
     name = "tensorrt"
+    devices = ("cuda",)
+    precisions = ("fp32", "fp16", "int8")
+    accepts_onnx = True
 
     def __init__(self, profile: HardwareProfile) -> None:
         super().__init__(profile)
@@ -153,7 +158,8 @@ class TensorRTBackend(LatencyBackend):
         trt = self._trt
         trt_logger = trt.Logger(trt.Logger.WARNING)
         onnx_bytes = to_onnx(
-            model, input_shape, int8=self.profile.precision == "int8", symmetric=True
+            model, input_shape, int8=self.profile.precision == "int8", symmetric=True,
+            calibration=self.calibration,
         )
         engine = self._build_engine(trt_logger, onnx_bytes, input_shape)
         context = engine.create_execution_context()

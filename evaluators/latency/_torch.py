@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from evaluators.latency._base import BackendUnavailable, LatencyBackend
+from evaluators.latency._registry import register_backend
 
 if TYPE_CHECKING:
     from evaluators.latency._base import ModelLike, Runner
@@ -40,6 +41,7 @@ def num_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+@register_backend
 class TorchBackend(LatencyBackend):
     """Times a module's eager forward pass under ``torch.inference_mode``.
 
@@ -54,6 +56,8 @@ class TorchBackend(LatencyBackend):
     """
 
     name = "torch"
+    devices = ("cpu", "cuda")
+    precisions = ("fp32", "fp16")
 
     def __init__(self, profile: HardwareProfile) -> None:
         super().__init__(profile)
@@ -61,11 +65,6 @@ class TorchBackend(LatencyBackend):
             raise BackendUnavailable(
                 "torch CUDA backend skipped: no CUDA GPU is visible "
                 "(torch.cuda.is_available() is False)"
-            )
-        if profile.precision not in _DTYPES:
-            raise BackendUnavailable(
-                f"torch backend skipped: precision {profile.precision!r} is not supported "
-                f"(supported: {', '.join(_DTYPES)})"
             )
 
     @contextmanager
