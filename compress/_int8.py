@@ -1,11 +1,8 @@
-"""Post-training INT8 quantisation to QDQ ONNX: onnxruntime for CPUs, ModelOpt for TensorRT.
+"""Post-training INT8 quantisation for TensorRT with NVIDIA ModelOpt, exported to QDQ ONNX.
 
-Both paths produce ``QuantizeLinear``/``DequantizeLinear`` pairs around the inputs and
-weights of convolutions and matrix products, with per-channel weight scales:
+(onnxruntime's static quantiser, the path of onnxruntime profiles, is
+``evaluators.quantize_onnxruntime``: the latency meter uses the same one.)
 
-* :func:`quantize_onnxruntime` rewrites an fp32 ONNX graph with onnxruntime's static
-  quantiser. Activations are unsigned and asymmetric, weights signed and symmetric
-  (U8S8), the fastest form for onnxruntime's x86 kernels.
 * :func:`quantize_modelopt` inserts NVIDIA ModelOpt fake quantisers into a copy of a torch
   module and calibrates them; :func:`export_modelopt_onnx` exports that copy. All scales
   are signed and symmetric (zero points of 0), as TensorRT's explicit quantisation wants.
@@ -13,8 +10,6 @@ weights of convolutions and matrix products, with per-channel weight scales:
 Example:
     >>> splits = load_dataset("digits", path=None, image_size=16, val_fraction=0.2,
     ...                       test_fraction=0.2, seed=0)  # doctest: +SKIP
-    >>> fp32 = export_onnx(model, splits.input_shape)  # doctest: +SKIP
-    >>> int8 = quantize_onnxruntime(fp32, splits.x_train[:256].numpy())  # doctest: +SKIP
     >>> qmodel = quantize_modelopt(model, splits.loader("train", 64))  # doctest: +SKIP
     >>> qdq = export_modelopt_onnx(qmodel, splits.input_shape)  # doctest: +SKIP
 """
@@ -23,137 +18,23 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import logging
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-
-from compress._export import DEFAULT_OPSET, export_onnx, set_props
+from evaluators import DEFAULT_OPSET, export_onnx, log_stdout
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["export_modelopt_onnx", "quantize_modelopt", "quantize_onnxruntime"]
+__all__ = ["export_modelopt_onnx", "quantize_modelopt"]
 
 logger = logging.getLogger(__name__)
 
-# Inputs per calibration run when the graph's batch dimension is dynamic.
-_DYNAMIC_CALIBRATION_BATCH = 32
 # Share of activation values that the histogram calibrator keeps inside the INT8 range.
 _PERCENTILE = 99.99
-
-OrtCalibrateMethod = Literal["minmax", "entropy", "percentile"]
-
-
-def quantize_onnxruntime(
-    fp32_onnx: bytes,
-    calibration: np.ndarray,
-    *,
-    per_channel: bool = True,
-    calibrate_method: OrtCalibrateMethod = "minmax",
-) -> bytes:
-    """Quantises an fp32 ONNX model to INT8 QDQ with onnxruntime's static quantiser.
-
-    The model first goes through ``quant_pre_process`` (shape inference and graph
-    optimisation), then ``quantize_static`` in QDQ format with QUInt8 asymmetric
-    activations and QInt8 symmetric weights. ``metadata_props`` are copied over.
-
-    Args:
-        fp32_onnx: A serialised fp32 ONNX model with one input.
-        calibration: Representative inputs, ``(N, C, H, W)`` float32, already normalised
-            like the model's input. A few hundred samples are plenty.
-        per_channel: One weight scale per output channel rather than per tensor.
-        calibrate_method: How activation ranges are chosen: ``"minmax"`` (observed
-            extremes), ``"entropy"`` (KL divergence) or ``"percentile"`` (99.999th).
-
-    Returns:
-        The quantised model as bytes.
-
-    Raises:
-        ValueError: ``calibrate_method`` is unknown, the model has not exactly one input,
-            or ``calibration`` has too few samples or the wrong shape.
-    """
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    methods = {
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-        "percentile": CalibrationMethod.Percentile,
-    }
-    if calibrate_method not in methods:
-        raise ValueError(
-            f"calibrate_method: must be one of {sorted(methods)}, got {calibrate_method!r}"
-        )
-    proto = onnx.load_from_string(fp32_onnx)
-    batches = _calibration_batches(proto, np.asarray(calibration, dtype=np.float32))
-    input_name = proto.graph.input[0].name
-
-    class _Reader(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self._feeds: Iterator[dict[str, np.ndarray]] = (
-                {input_name: batch} for batch in batches
-            )
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._feeds, None)
-
-    with tempfile.TemporaryDirectory(prefix="hwnas-int8-") as tmp:
-        source, prepared = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx"
-        target = Path(tmp) / "int8.onnx"
-        source.write_bytes(fp32_onnx)
-        quant_pre_process(str(source), str(prepared))
-        with _stdout_to_log("onnxruntime"):  # the histogram calibrators print progress
-            quantize_static(
-                str(prepared),
-                str(target),
-                _Reader(),
-                quant_format=QuantFormat.QDQ,
-                per_channel=per_channel,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=methods[calibrate_method],
-                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-            )
-        quantized = onnx.load(str(target))
-    set_props(quantized, {p.key: p.value for p in proto.metadata_props})
-    logger.info(
-        "quantised to INT8 QDQ with onnxruntime (%s calibration on %d samples)",
-        calibrate_method, sum(len(b) for b in batches),
-    )
-    return bytes(quantized.SerializeToString())
-
-
-def _calibration_batches(proto: Any, calibration: np.ndarray) -> list[np.ndarray]:
-    """Splits ``calibration`` into batches the graph's (possibly fixed) batch size accepts."""
-    if len(proto.graph.input) != 1:
-        raise ValueError(f"fp32_onnx: expected one input, got {len(proto.graph.input)}")
-    dims = proto.graph.input[0].type.tensor_type.shape.dim
-    fixed = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    if calibration.ndim != len(fixed) or any(
-        f is not None and f != c for f, c in zip(fixed[1:], calibration.shape[1:], strict=True)
-    ):
-        raise ValueError(
-            f"calibration: shape {calibration.shape} does not fit the model input {fixed}"
-        )
-    batch = fixed[0] or _DYNAMIC_CALIBRATION_BATCH
-    count = len(calibration) // batch * batch if fixed[0] else len(calibration)
-    if count == 0:
-        raise ValueError(f"calibration: needs at least {batch} samples, got {len(calibration)}")
-    return [calibration[i : i + batch] for i in range(0, count, batch)]
 
 
 def quantize_modelopt(
@@ -263,21 +144,9 @@ def _fold_batchnorm(model: nn.Module) -> nn.Module:
 
 
 @contextlib.contextmanager
-def _stdout_to_log(source: str) -> Iterator[None]:
-    """Sends what a library prints to the debug log instead of stdout."""
-    buffer = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buffer):
-            yield
-    finally:
-        for line in buffer.getvalue().splitlines():
-            logger.debug("%s: %s", source, line)
-
-
-@contextlib.contextmanager
 def _quiet_modelopt() -> Iterator[None]:
     """Logs what ModelOpt prints and drops its warning about transformers."""
-    with _stdout_to_log("modelopt"), warnings.catch_warnings():
+    with log_stdout("modelopt", logger), warnings.catch_warnings():
         # Only ModelOpt's Hugging Face export needs transformers; it warns when first loaded.
         warnings.filterwarnings("ignore", message="Cannot find transformers package")
         yield

@@ -1,9 +1,11 @@
-"""Evaluation: top-1 accuracy and batch-norm recalibration of extracted subnets."""
+"""Evaluation: top-1 accuracy (of torch modules and ONNX graphs) and batch-norm recalibration
+of extracted subnets."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,6 +29,34 @@ def accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     if total == 0:
         raise ValueError("accuracy: no samples to evaluate")
     return correct / total
+
+
+def onnx_accuracy(onnx: bytes, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
+    """Returns the top-1 accuracy of an ONNX classifier run by onnxruntime on the CPU.
+
+    A graph with a fixed batch (the exported batch-1 models) is fed one padded chunk of that
+    size at a time; a dynamic batch takes ``batch`` rows at a time.
+
+    Raises:
+        ValueError: ``x`` is empty.
+    """
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    fixed = session.get_inputs()[0].shape[0]
+    size = fixed if isinstance(fixed, int) and fixed > 0 else batch
+    correct = 0
+    xs = x.numpy().astype(np.float32)
+    if len(xs) == 0:
+        raise ValueError("onnx_accuracy: no samples to evaluate")
+    for i in range(0, len(xs), size):
+        chunk = xs[i : i + size]
+        if len(chunk) < size:  # a fixed batch: pad, then drop the padding's predictions
+            chunk = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)])
+        logits = session.run(None, {name: chunk})[0][: len(xs[i : i + size])]
+        correct += int((logits.argmax(1) == y[i : i + size].numpy()).sum())
+    return correct / len(xs)
 
 
 @torch.no_grad()

@@ -87,6 +87,12 @@ class DataSplits:
             TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=generator
         )
 
+    def calibration_inputs(self, batches: int, batch_size: int, *, seed: int = 0) -> torch.Tensor:
+        """Returns ``batches`` seeded, shuffled batches of training inputs, concatenated: the
+        calibration set of INT8 quantisation, the same wherever it is drawn for a seed."""
+        loader = self.loader("train", batch_size, shuffle=True, seed=seed)
+        return torch.cat([x for (x, _), _ in zip(loader, range(batches))])
+
     def summary(self) -> dict[str, object]:
         """Returns the split sizes, classes, input shape and normalisation as a JSON-ready dict."""
         return {

@@ -1,10 +1,14 @@
-"""Atomic file writes: a crash never leaves a half-written artifact."""
+"""Atomic file writes (a crash never leaves a half-written artifact), and libraries' prints
+sent to the log."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,3 +40,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Writes UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def log_stdout(source: str, logger: logging.Logger) -> Iterator[None]:
+    """Sends what a library prints to ``logger`` at debug level instead of stdout."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        for line in buffer.getvalue().splitlines():
+            logger.debug("%s: %s", source, line)

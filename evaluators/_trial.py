@@ -62,6 +62,7 @@ class SupernetEvaluator(TrialEvaluator):
     finetune_epochs: int = 0
     finetune_lr: float = 1e-3
     seed: int = 0
+    calibration_batches: int = 8  # INT8 profiles: batches the quantiser calibrates on
     _supernet: Supernet | None = field(default=None, init=False, repr=False)
 
     def metrics(self) -> tuple[str, ...]:
@@ -118,10 +119,16 @@ class SupernetEvaluator(TrialEvaluator):
             )
             acc = accuracy(subnet, self.data.loader("val", 512))
             params, macs = count_params(subnet), count_macs(subnet, input_shape)
+        calibration = None
+        if self.profile.precision == "int8":  # the compression chain's calibration set
+            calibration = self.data.calibration_inputs(
+                self.calibration_batches, self.batch_size, seed=self.seed + 1
+            ).numpy()
         meter = LatencyMeter(
             self.profile,
             cache=LatencyCache(self.latency_cache) if self.latency_cache else None,
             lock=lock,
+            calibration=calibration,
         )
         latency = meter.measure(subnet, input_shape, key=arch.key())
         return {

@@ -15,6 +15,7 @@ from nas._errors import SearchInterrupted
 from nas._ray_backend import ray_session
 from nas._stage import RunContext, Stage
 from nas._study import Objectives, StudyAdapter, make_sampler, open_study
+from pareto import reference_point
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ class SearchStage(Stage):
         if remaining <= 0:
             run.write_frame(run.trials, adapter.frame())
             ctx.console.print(f"[dim]search: {done} trials already finished, skipped[/]")
-            run.mark_done(self.name, trials=done)
+            reference = study.user_attrs.get("reference_point")
+            run.mark_done(self.name, trials=done, reference_point=reference)
             return
         run.record_environment(self.name, describe_environment(ctx.profile))
         evaluator = self._evaluator(ctx)
@@ -103,6 +105,8 @@ class SearchStage(Stage):
             "eval_seconds_per_trial": float(evaluated.mean()) if len(new) else 0.0,
             "overhead_seconds_per_trial": overhead,
             "trial_seconds_outside_evaluation": float((new["seconds"] - evaluated).median()),
+            # the hypervolume box of the progress bar, the report and the benchmarks
+            "reference_point": adapter.reference_point,
         }
         run.write_json(run.root / "search.json", info)
         if finished < spec.search.n_trials:
@@ -128,6 +132,7 @@ class SearchStage(Stage):
             lock_dir=spec.hardware.lock_dir,
             batch_size=spec.data.batch_size,
             recalibration_batches=spec.search.recalibration_batches,
+            calibration_batches=spec.compress.calibration_batches,
             finetune_epochs=spec.search.finetune_epochs,
             seed=spec.experiment.seed,
         )
@@ -136,15 +141,13 @@ class SearchStage(Stage):
         self, ctx: RunContext, study: object, evaluator: TrialEvaluator, objectives: Objectives
     ) -> list[float]:
         """Returns the hypervolume reference point, fixed for the whole study: 0 for
-        accuracy, 1.1x the largest subnet's value for every cost objective."""
+        accuracy, 1.1x the largest subnet's value for every cost objective
+        (``pareto.reference_point``)."""
         attrs = getattr(study, "user_attrs", {})
         if "reference_point" in attrs:
             return [float(v) for v in attrs["reference_point"]]
         largest = evaluator(ctx.space.max_arch())
-        reference = [
-            0.0 if objectives.directions[n] == "max" else 1.1 * float(largest[n])
-            for n in objectives.names
-        ]
+        reference = reference_point(largest, objectives.directions)
         study.set_user_attr("reference_point", reference)  # type: ignore[attr-defined]
         study.set_user_attr("largest_subnet", largest)  # type: ignore[attr-defined]
         return reference

@@ -14,6 +14,8 @@ from evaluators.latency._lock import DeviceLock
 from evaluators.latency._registry import get_backend
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from evaluators.latency._base import LatencyBackend, ModelLike
     from hwprofiles import HardwareProfile
 
@@ -38,6 +40,9 @@ class LatencyMeter:
         lock: The device lock; defaults to ``DeviceLock(profile.device)`` in the default
             lock directory, which is what compute code should use too.
         backend: The timing backend; defaults to ``get_backend(profile)``.
+        calibration: Inputs (N, C, H, W) an INT8 profile's backend calibrates modules with,
+            e.g. ``DataSplits.calibration_inputs``: the quantiser then sees what the
+            compression chain's does.
 
     Attributes:
         hits: Measurements answered from the cache.
@@ -62,11 +67,14 @@ class LatencyMeter:
         cache: LatencyCache | None = None,
         lock: DeviceLock | None = None,
         backend: LatencyBackend | None = None,
+        calibration: np.ndarray | None = None,
     ) -> None:
         self.profile = profile
         self.cache = cache if cache is not None else LatencyCache()
         self.lock = lock if lock is not None else DeviceLock(profile.device)
         self.backend = backend if backend is not None else get_backend(profile)
+        if calibration is not None:
+            self.backend.calibration = calibration
         self.hits = 0
         self.misses = 0
 
@@ -117,6 +125,49 @@ class LatencyMeter:
                 return cached
             self.misses += 1
 
+        latency = self._time(model, shape)
+        logger.debug(
+            "%s on %s %s: median %.3f ms, p90 %.3f ms, cv %.3f",
+            key or type(model).__name__, self.profile.name, shape,
+            latency.median_ms, latency.p90_ms, latency.cv,
+        )
+        if key is not None:
+            self.cache.put(key, fingerprint, shape, latency)
+        return latency
+
+    def measure_side_by_side(
+        self, models: Sequence[ModelLike], input_shape: Sequence[int], *, rounds: int = 3
+    ) -> list[Latency]:
+        """Returns the latency of each of ``models``, measured in interleaved rounds.
+
+        Each round times every model once, in an order that rotates from round to round,
+        so a change in the machine's load or clock during the measurement touches all of
+        them alike: ratios between the results are fair. Each result summarises the samples
+        of all its rounds. Nothing is cached.
+
+        Args:
+            models: What to compare (modules, ONNX bytes or paths, as :meth:`measure`).
+            input_shape: Input shape, batch first; the batch size is the profile's.
+            rounds: Measurements per model.
+
+        Returns:
+            One latency per model, in the order given.
+
+        Raises:
+            ValueError: ``input_shape`` is malformed or ``rounds < 1``.
+        """
+        if rounds < 1:
+            raise ValueError(f"rounds: must be >= 1, got {rounds}")
+        shape = self.input_shape(input_shape)
+        samples: list[list[float]] = [[] for _ in models]
+        for r in range(rounds):
+            for i in [(j + r) % len(models) for j in range(len(models))]:
+                samples[i].extend(self._time(models[i], shape).samples_ms)
+        return [Latency.from_samples(s) for s in samples]
+
+    def _time(self, model: ModelLike, shape: tuple[int, ...]) -> Latency:
+        """Times ``model`` with the profile's protocol, holding the device lock; when the
+        profile sets ``max_cv``, a noisier measurement is repeated and the quietest kept."""
         profile = self.profile
         latency: Latency | None = None
         title = f"latency meter [{profile.name}]"
@@ -132,11 +183,4 @@ class LatencyMeter:
                 if profile.max_cv is None or latency.cv <= profile.max_cv:
                     break
         assert latency is not None
-        logger.debug(
-            "%s on %s %s: median %.3f ms, p90 %.3f ms, cv %.3f",
-            key or type(model).__name__, self.profile.name, shape,
-            latency.median_ms, latency.p90_ms, latency.cv,
-        )
-        if key is not None:
-            self.cache.put(key, fingerprint, shape, latency)
         return latency

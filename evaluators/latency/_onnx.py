@@ -1,25 +1,26 @@
-"""Turning a model into serialised ONNX for the ONNX-based backends."""
+"""Turning a model into the serialised ONNX an ONNX-based backend times.
+
+A module goes through the same exporter and, for INT8 profiles, the same onnxruntime
+quantiser as the compression chain (``evaluators.export_onnx``,
+``evaluators.quantize_onnxruntime``), so what is timed is the graph that ships.
+"""
 
 from __future__ import annotations
 
-import io
-import logging
 import os
-import tempfile
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from evaluators.latency._base import ModelLike
 
 __all__ = ["to_onnx"]
 
-logger = logging.getLogger(__name__)
-
-OPSET = 17
-_CALIBRATION_BATCHES = 4
+# Without calibration data, INT8 graphs are calibrated on this many seeded random batches:
+# scales and zero points change values, never the graph or its speed.
+_RANDOM_CALIBRATION_BATCHES = 4
 
 
 def to_onnx(
@@ -28,20 +29,22 @@ def to_onnx(
     *,
     int8: bool = False,
     symmetric: bool = False,
+    calibration: np.ndarray | None = None,
 ) -> bytes:
     """Returns a serialised ONNX model with a static input shape.
 
-    A torch module is exported with the TorchScript exporter at opset 17 and, when
-    ``int8`` is set, quantised to a QDQ INT8 graph. ONNX bytes or a path to a ``.onnx``
-    file are returned as given: they are assumed to be in their final precision.
+    A torch module is exported with ``evaluators.export_onnx`` and, when ``int8`` is set,
+    quantised with ``evaluators.quantize_onnxruntime``. ONNX bytes or a path to a
+    ``.onnx`` file are returned as given: they are assumed to be in their final precision.
 
     Args:
         model: A torch module in eval mode, ONNX bytes, or the path of an ONNX file.
         input_shape: Input shape, batch included, used for export and calibration.
         int8: Quantise an exported module to INT8 (QDQ format, per-channel weights).
-        symmetric: Quantise activations to signed INT8 with zero points of 0, as
-            TensorRT requires. Otherwise activations are unsigned and asymmetric, the
-            fastest form for onnxruntime on x86 CPUs (U8S8).
+        symmetric: Signed activations with zero points of 0, as TensorRT requires;
+            otherwise onnxruntime's fastest U8S8 form.
+        calibration: Representative inputs (N, C, H, W) for ``int8``; seeded random
+            normal batches when None.
 
     Returns:
         The ONNX model as bytes.
@@ -54,75 +57,21 @@ def to_onnx(
     if isinstance(model, (str, os.PathLike)):
         return Path(model).read_bytes()
 
-    import torch
+    import numpy as np
     from torch import nn
+
+    from evaluators._export import export_onnx
+    from evaluators._quantize import quantize_onnxruntime
 
     if not isinstance(model, nn.Module):
         raise TypeError(
             f"model: expected a torch.nn.Module, ONNX bytes or a path, got {type(model).__name__}"
         )
-    param = next(iter(model.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    example = torch.randn(input_shape, device=device, dtype=dtype)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        # The TorchScript exporter is deprecated upstream but exports every module
-        # shape-statically and quickly; its deprecation notices are not actionable here.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.onnx.export(  # the stubs omit file objects, which the exporter accepts
-            model, (example,), buffer, dynamo=False, opset_version=OPSET  # type: ignore[arg-type]
-        )
-    onnx_bytes = buffer.getvalue()
-    return _quantize_int8(onnx_bytes, input_shape, symmetric=symmetric) if int8 else onnx_bytes
-
-
-def _quantize_int8(onnx_bytes: bytes, input_shape: tuple[int, ...], *, symmetric: bool) -> bytes:
-    """Static INT8 quantisation (QDQ, per-channel weights) with random calibration data.
-
-    Latency depends on the graph, not on the values of scales and zero points, so
-    random calibration inputs give the same timing as real data would.
-    """
-    import numpy as np
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class _RandomReader(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self, input_name: str) -> None:
-            rng = np.random.default_rng(0)
-            self._batches: Iterator[dict[str, Any]] = iter(
-                {input_name: rng.standard_normal(input_shape).astype(np.float32)}
-                for _ in range(_CALIBRATION_BATCHES)
-            )
-
-        def get_next(self) -> dict[str, Any] | None:
-            return next(self._batches, None)
-
-    import onnx
-
-    proto = onnx.load_from_string(onnx_bytes)
-    input_name = proto.graph.input[0].name
-    with tempfile.TemporaryDirectory(prefix="hwnas-int8-") as tmp:
-        source, prepared = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx"
-        target = Path(tmp) / "int8.onnx"
-        source.write_bytes(onnx_bytes)
-        # Shape inference and graph folding first, as onnxruntime's quantiser recommends.
-        quant_pre_process(str(source), str(prepared))
-        quantize_static(
-            str(prepared),
-            str(target),
-            _RandomReader(input_name),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
-        )
-        logger.debug("quantised model to INT8 QDQ (%d bytes)", target.stat().st_size)
-        return target.read_bytes()
+    onnx_bytes = export_onnx(model, input_shape)
+    if not int8:
+        return onnx_bytes
+    if calibration is None:
+        rng = np.random.default_rng(0)
+        shape = (_RANDOM_CALIBRATION_BATCHES * input_shape[0], *input_shape[1:])
+        calibration = rng.standard_normal(shape).astype(np.float32)
+    return quantize_onnxruntime(onnx_bytes, calibration, symmetric=symmetric)

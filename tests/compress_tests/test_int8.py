@@ -7,9 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from compress._export import export_onnx, read_metadata
-from compress._int8 import export_modelopt_onnx, quantize_modelopt, quantize_onnxruntime
-from evaluators import DataSplits
+from compress._int8 import export_modelopt_onnx, quantize_modelopt
+from evaluators import DataSplits, export_onnx, quantize_onnxruntime, read_metadata
 
 SHAPE = (1, 1, 16, 16)
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from compress._export import export_onnx
 from compress._tensorrt import build_engine, tensorrt_unavailable_reason
+from evaluators import export_onnx
 
 _REASONS = (
     re.escape("tensorrt is not installed (pip install 'hwnas[tensorrt]')"),

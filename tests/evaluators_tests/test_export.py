@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import nn
 
-from compress._export import export_onnx, preprocess, read_metadata, set_metadata
-from evaluators import DataSplits
+from evaluators import DataSplits, export_onnx, preprocess, read_metadata, set_metadata
 from search_spaces import get_search_space
 
 SHAPE = (1, 1, 16, 16)
