@@ -38,18 +38,11 @@ from evaluators import (
     train_supernet,
 )
 from hwprofiles import load_profile
-from nas import (
-    Objectives,
-    StudyAdapter,
-    hypervolume,
-    make_sampler,
-    normalized,
-    open_study,
-    pareto_mask,
-)
+from nas import Objectives, StudyAdapter, make_sampler, open_study
 from nas._config import RayConfig
 from nas._driver import run_search
 from nas._ray_backend import ray_session
+from pareto import hypervolume, normalized, pareto_mask
 from search_spaces import ChoiceSpace, TableSpace, get_search_space
 
 OBJECTIVES = Objectives({"accuracy": "max", "latency_ms": "min"}, {})

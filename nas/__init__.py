@@ -1,4 +1,4 @@
-"""The search driver: CLI, configuration, run directory, Ray Tune + Optuna search, Pareto math."""
+"""The search driver: CLI, configuration, run directory, Ray Tune + Optuna search."""
 
 from __future__ import annotations
 
@@ -13,10 +13,8 @@ from nas._study import (
     pareto_frame,
     trials_frame,
 )
-from reports import hypervolume, normalized, pareto_mask
 
 __all__ = [
     "ConfigError", "NasError", "Objectives", "RunDir", "RunDirError", "RunSpec", "StudyAdapter",
-    "hypervolume", "load_config", "make_sampler", "normalized", "open_study", "pareto_frame",
-    "pareto_mask", "trials_frame", "validate_config",
+    "load_config", "make_sampler", "open_study", "pareto_frame", "trials_frame", "validate_config",
 ]

@@ -24,8 +24,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from reports import hypervolume, pareto_mask
-from reports._pareto import Direction
+from pareto import Direction, front_hypervolume, is_feasible, search_front
 from search_spaces import Arch, ChoiceSpace
 
 logger = logging.getLogger(__name__)
@@ -174,15 +173,13 @@ class StudyAdapter:
         return trials_frame(self.study, self.objectives)
 
     def front_size_and_hypervolume(self, frame: pd.DataFrame | None = None) -> tuple[int, float]:
-        """Returns the size of the feasible front and its hypervolume, from ``frame`` (a trials
-        table just read) or from the study."""
+        """Returns the size of the feasible front and its hypervolume fraction (the report's
+        figure, see ``pareto.hypervolume_fraction``), from ``frame`` (a trials table just
+        read) or from the study."""
         frame = self.frame() if frame is None else frame
-        front = pareto_frame(frame, self.objectives)
-        if self.reference_point is None or front.empty:
-            return len(front), 0.0
-        values = front[self.objectives.names].to_numpy(dtype=float)
-        directions = [self.objectives.directions[n] for n in self.objectives.names]
-        return len(front), hypervolume(values, directions, self.reference_point)
+        directions = self.objectives.directions
+        size = len(search_front(frame, directions))
+        return size, front_hypervolume(frame, directions, self.reference_point)
 
 
 def open_study(
@@ -236,10 +233,7 @@ def trials_frame(study: optuna.Study, objectives: Objectives) -> pd.DataFrame:
         if t.state == TrialState.COMPLETE and t.values is not None:
             for name, value in zip(objectives.names, t.values):
                 row[name] = float(value)
-        complete = t.state == TrialState.COMPLETE
-        row["feasible"] = bool(
-            complete and all(float(row.get(n, math.inf)) <= b for n, b in objectives.constraints.items())
-        )
+        row["feasible"] = t.state == TrialState.COMPLETE and is_feasible(row, objectives.constraints)
         rows.append(row)
     frame = pd.DataFrame(rows)
     for column in BASE_COLUMNS:
@@ -255,9 +249,4 @@ def trials_frame(study: optuna.Study, objectives: Objectives) -> pd.DataFrame:
 
 def pareto_frame(frame: pd.DataFrame, objectives: Objectives) -> pd.DataFrame:
     """Returns exactly the COMPLETE, feasible, non-dominated rows of a trials table."""
-    candidates = frame[(frame["state"] == "COMPLETE") & frame["feasible"]]
-    if candidates.empty:
-        return candidates
-    directions = [objectives.directions[n] for n in objectives.names]
-    mask = pareto_mask(candidates[objectives.names].to_numpy(dtype=float), directions)
-    return candidates[mask].reset_index(drop=True)
+    return search_front(frame, objectives.directions)

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from reports._pareto import Direction
+from pareto import REFERENCE_MARGIN, Direction
 
 
 class ReportError(ValueError):
@@ -50,6 +50,18 @@ class RunData:
     def names(self) -> list[str]:
         """Returns the objective names in the study's order."""
         return list(self.objectives)
+
+    @cached_property
+    def reference_point(self) -> list[float]:
+        """Returns the search's hypervolume reference point as recorded by the search, or
+        (for a run that did not record it) 0 for gains and 1.1x the worst value seen for
+        costs."""
+        recorded = (self.stages.get("search") or {}).get("reference_point")
+        if isinstance(recorded, list) and len(recorded) == len(self.names):
+            return [float(v) for v in recorded]
+        frame = self.valued
+        return [0.0 if d == "max" else REFERENCE_MARGIN * float(frame[n].astype(float).max())
+                if not frame.empty else 1.0 for n, d in self.objectives.items()]
 
     @cached_property
     def valued(self) -> pd.DataFrame:

@@ -75,7 +75,8 @@ def test_front_respects_constraints_and_hypervolume(tmp_path: Path) -> None:
     front = pareto_frame(frame, OBJECTIVES)
     assert sorted(front["number"].tolist()) == [0, 2]
     size, hv = adapter.front_size_and_hypervolume()
-    assert size == 2 and hv == pytest.approx(0.9 * 6 + 0.5 * 2)
+    # the fraction of the box from the ideal (1, 0) to the reference (0, 10)
+    assert size == 2 and hv == pytest.approx((0.9 * 6 + 0.5 * 2) / (1.0 * 10.0))
 
 
 def test_existing_study_with_other_objectives_is_refused(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reports import hypervolume, pareto_mask
+from pareto import hypervolume, pareto_mask
 
 
 def brute_force_front(values: np.ndarray, directions: list[str]) -> np.ndarray:
