@@ -14,6 +14,7 @@ from __future__ import annotations
 # Built-in spaces register themselves on import; import them all here so that the
 # registry's contents never depend on what a caller imported first.
 from search_spaces import mobilenet_elastic as _mobilenet_elastic  # noqa: F401
+from search_spaces import resnet_elastic as _resnet_elastic  # noqa: F401
 from search_spaces._arch import Arch, ArchValue
 from search_spaces._base import ChoiceSpace, SearchSpace, SearchSpaceError, Supernet
 from search_spaces._registry import (
@@ -24,12 +25,14 @@ from search_spaces._registry import (
 )
 from search_spaces._table import TableSpace
 from search_spaces.mobilenet_elastic import MobileNetElasticOptions
+from search_spaces.resnet_elastic import ResNetElasticOptions
 
 __all__ = [
     "Arch",
     "ArchValue",
     "ChoiceSpace",
     "MobileNetElasticOptions",
+    "ResNetElasticOptions",
     "SearchSpace",
     "SearchSpaceError",
     "Supernet",

@@ -27,7 +27,7 @@ MALFORMED = [
     ("data: {dataset: npz}", "data.path"),
     ("data: {val_fraction: 1.5}", "data.val_fraction"),
     ("data: {batch_size: many}", "data.batch_size"),
-    ("search_space: {name: resnet_elastic}", "search_space.name"),
+    ("search_space: {name: no_such_space}", "search_space.name"),
     ("search_space: {name: mobilenet_elastic, kernel_sizes: [4]}", "search_space.kernel_sizes"),
     ("search_space: {name: mobilenet_elastic, width: 2}", "search_space.width"),
     ("hardware: {profile: tpu-v9}", "hardware.profile"),
