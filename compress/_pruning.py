@@ -1,10 +1,16 @@
-"""Structured, dependency-aware channel pruning towards a MACs or a latency target.
+"""Structured, dependency-aware channel pruning towards a measured latency or a MACs target.
 
 Three concerns stay apart, as in Torch-Pruning (Fang et al., "DepGraph: Towards Any
 Structural Pruning", CVPR 2023): its dependency graph finds which layers are coupled
 (residual adds, depthwise convolutions, squeeze-excite gates), an importance criterion
-from the registry below scores the channels of each coupled group, and its pruning
-functions cut them. Pruning is iterative: shrink a little, fine-tune, repeat.
+from the registry (:mod:`compress._importance`) scores the channels of each coupled group,
+and its pruning functions cut them. Pruning is iterative: shrink a little, fine-tune, repeat.
+
+*Where* to cut depends on the target. A :class:`LatencyTarget` (a measured speed-up or
+latency on a hardware profile, the default) cuts the channels with the least importance
+per millisecond saved on that device (:class:`LatencyAwarePruner`) and measures the whole
+model after each cut. A :class:`MacsTarget` removes the same share of every layer's
+channels until the MACs goal is met, which is what counting, not measuring, suggests.
 
 Example:
     >>> import torch
@@ -21,7 +27,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import warnings
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,15 +38,15 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
+from compress._importance import ImportanceCriterion, get_importance
+from compress._latency_pruning import LatencyAwarePruner
+from compress._latency_table import LayerLatencyTable
 from evaluators import atomic_write_text, count_macs, count_params
 
 if TYPE_CHECKING:
     from evaluators.latency import LatencyMeter
 
-__all__ = [
-    "ImportanceCriterion", "LatencyTarget", "MacsTarget", "PruneResult", "PruneStep",
-    "get_importance", "list_importances", "prune", "register_importance",
-]
+__all__ = ["LatencyTarget", "MacsTarget", "PruneResult", "PruneStep", "prune"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,82 +55,7 @@ logger = logging.getLogger(__name__)
 _MAX_CHANNEL_RATIO = 0.95
 _PRUNER_STEPS = 60
 Finetune = Callable[[nn.Module, int], None]
-ImportanceFactory = Callable[[], tp.importance.Importance]
-
-
-@dataclass(frozen=True)
-class ImportanceCriterion:
-    """A registered way of scoring channels.
-
-    Attributes:
-        name: The registry key.
-        build: Returns a fresh torch-pruning ``Importance`` (``__call__(group) -> Tensor``).
-        needs_gradients: Whether the criterion reads ``.grad`` (a backward pass on a
-            calibration batch runs before each pruning step).
-    """
-
-    name: str
-    build: ImportanceFactory
-    needs_gradients: bool = False
-
-
-_CRITERIA: dict[str, ImportanceCriterion] = {}
-
-
-def register_importance(
-    name: str, *, needs_gradients: bool = False
-) -> Callable[[ImportanceFactory], ImportanceFactory]:
-    """Registers a factory of a torch-pruning ``Importance`` under ``name``; warns on duplicates.
-
-    Returns:
-        A decorator that registers the factory and returns it unchanged.
-    """
-
-    def decorator(factory: ImportanceFactory) -> ImportanceFactory:
-        if name in _CRITERIA:
-            warnings.warn(f"importance criterion {name!r} registered again; replacing it",
-                          stacklevel=2)
-        _CRITERIA[name] = ImportanceCriterion(name, factory, needs_gradients)
-        return factory
-
-    return decorator
-
-
-def list_importances() -> list[str]:
-    """Returns the registered importance criteria, sorted."""
-    return sorted(_CRITERIA)
-
-
-def get_importance(name: str) -> ImportanceCriterion:
-    """Returns the criterion registered as ``name``.
-
-    Raises:
-        ValueError: ``name`` is not registered; the message lists the registered names.
-    """
-    try:
-        return _CRITERIA[name]
-    except KeyError:
-        raise ValueError(
-            f"compress.importance: must be one of {list_importances()}, got {name!r}"
-        ) from None
-
-
-@register_importance("magnitude")
-def _magnitude() -> tp.importance.Importance:
-    """L2 norm of each channel's weights, averaged over the coupled layers of its group."""
-    return tp.importance.GroupMagnitudeImportance(p=2)
-
-
-@register_importance("taylor", needs_gradients=True)
-def _taylor() -> tp.importance.Importance:
-    """First-order Taylor estimate of the loss change (Molchanov et al., CVPR 2019)."""
-    return tp.importance.GroupTaylorImportance()
-
-
-@register_importance("random")
-def _random() -> tp.importance.Importance:
-    """Uniform random scores from torch's global generator: the baseline criterion."""
-    return tp.importance.RandomImportance()
+Validate = Callable[[nn.Module], float]
 
 
 @dataclass(frozen=True)
@@ -135,29 +66,39 @@ class MacsTarget:
 
     def __post_init__(self) -> None:
         if not self.ratio > 1.0:
-            raise ValueError(f"compress.target.ratio: must be > 1, got {self.ratio}")
+            raise ValueError(f"compress.prune.macs_ratio: must be > 1, got {self.ratio}")
 
 
 @dataclass(frozen=True, kw_only=True)
 class LatencyTarget:
-    """Reach ``latency_ms`` (median) as measured by ``meter`` on its hardware profile.
+    """Reach a latency measured by ``meter`` on its hardware profile: ``speedup`` times faster
+    than the unpruned model (1.5: two thirds of its latency), or ``latency_ms`` (median).
 
-    Each step shrinks the MACs by ``macs_step`` and measures again, ``max_steps`` at most.
+    Attributes:
+        meter: Measures the whole model after each cut.
+        input_shape: The model's input shape (the batch is the profile's).
+        speedup: The measured speed-up to reach; exclusive with ``latency_ms``.
+        latency_ms: The absolute median latency to reach.
+        table: The layer latency table; by default one on the meter's profile, cache and lock.
     """
 
-    latency_ms: float
     meter: LatencyMeter
     input_shape: tuple[int, ...]
-    max_steps: int = 10
-    macs_step: float = 0.8
+    speedup: float | None = None
+    latency_ms: float | None = None
+    table: LayerLatencyTable | None = None
 
     def __post_init__(self) -> None:
-        if not self.latency_ms > 0:
-            raise ValueError(f"compress.target.latency_ms: must be > 0, got {self.latency_ms}")
-        if self.max_steps < 1:
-            raise ValueError(f"compress.target.max_steps: must be >= 1, got {self.max_steps}")
-        if not 0.0 < self.macs_step < 1.0:
-            raise ValueError(f"compress.target.macs_step: must be in (0, 1), got {self.macs_step}")
+        if (self.speedup is None) == (self.latency_ms is None):
+            raise ValueError("compress.prune: give exactly one of speedup and latency_ms")
+        if self.speedup is not None and not self.speedup > 1.0:
+            raise ValueError(f"compress.prune.speedup: must be > 1, got {self.speedup}")
+        if self.latency_ms is not None and not self.latency_ms > 0:
+            raise ValueError(f"compress.prune.latency_ms: must be > 0, got {self.latency_ms}")
+
+    def goal_ms(self, base_ms: float) -> float:
+        """Returns the latency to reach from a measured ``base_ms``."""
+        return base_ms / self.speedup if self.speedup is not None else float(self.latency_ms or 0)
 
 
 @dataclass(frozen=True)
@@ -168,8 +109,11 @@ class PruneStep:
     macs: int
     params: int
     macs_reduction: float  # base MACs / MACs
-    channel_ratio: float  # fraction of every prunable layer's initial channels removed
-    latency_ms: float | None
+    channel_ratio: float  # MACs target: share of every layer's channels removed
+    latency_ms: float | None  # measured after the step
+    goal_ms: float | None = None
+    cuts: tuple[dict[str, Any], ...] = ()  # latency target: channels removed per group
+    val_accuracy: float | None = None  # after the step's fine-tuning
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -189,6 +133,8 @@ class PruneResult:
     # torch-pruning's edits, [module name, out channels?, indices], replayable on the
     # unpruned model with ``DependencyGraph.load_pruning_history``
     history: list[list[Any]]
+    target_met: bool = True
+    note: str = ""  # why pruning stopped short of the target, when it did
 
     @property
     def plan(self) -> dict[str, Any]:
@@ -196,6 +142,8 @@ class PruneResult:
         return {
             "importance": self.importance,
             "target": self.target,
+            "target_met": self.target_met,
+            "note": self.note,
             "before": {"macs": self.macs_before, "params": self.params_before,
                        "latency_ms": self.latency_before_ms},
             "after": {"macs": self.macs_after, "params": self.params_after,
@@ -210,7 +158,7 @@ class PruneResult:
 
 
 class _Shrinker:
-    """Drives one torch-pruning pruner in small steps until a MACs goal is met."""
+    """Drives one torch-pruning pruner in small uniform steps until a MACs goal is met."""
 
     def __init__(self, model: nn.Module, example_inputs: torch.Tensor,
                  criterion: ImportanceCriterion, ignored: list[nn.Module],
@@ -278,9 +226,33 @@ def _default_ignored(model: nn.Module) -> list[nn.Module]:
 def _target_dict(target: MacsTarget | LatencyTarget) -> dict[str, Any]:
     if isinstance(target, MacsTarget):
         return {"kind": "macs", "ratio": target.ratio}
-    return {"kind": "latency", "latency_ms": target.latency_ms,
-            "profile": target.meter.profile.name, "input_shape": list(target.input_shape),
-            "max_steps": target.max_steps, "macs_step": target.macs_step}
+    return {"kind": "speedup" if target.speedup is not None else "latency",
+            "speedup": target.speedup, "latency_ms": target.latency_ms,
+            "profile": target.meter.profile.name, "input_shape": list(target.input_shape)}
+
+
+@dataclass
+class _Guard:
+    """Undoes a step whose fine-tuned model loses more validation accuracy than allowed."""
+
+    validate: Validate | None
+    max_drop: float | None
+    reference: float | None = None
+
+    def start(self, model: nn.Module) -> None:
+        if self.validate is not None:
+            self.reference = self.validate(model)
+
+    def check(self, model: nn.Module) -> tuple[float | None, str]:
+        """Returns the validation accuracy and, when the step must be undone, why."""
+        if self.validate is None or self.reference is None:
+            return None, ""
+        value = self.validate(model)
+        drop = 100.0 * (self.reference - value)
+        if self.max_drop is not None and drop > self.max_drop:
+            return value, (f"the step cost {drop:.2f} points of validation accuracy (budget "
+                           f"{self.max_drop:g}), so it was undone")
+        return value, ""
 
 
 def prune(
@@ -294,37 +266,44 @@ def prune(
     round_to: int | None = None,
     ignored_layers: Sequence[str] | None = None,
     calibration: tuple[torch.Tensor, torch.Tensor] | None = None,
+    validate: Validate | None = None,
+    max_accuracy_drop: float | None = None,
 ) -> PruneResult:
-    """Prunes channels of a copy of ``model`` until ``target`` is met.
+    """Prunes channels of a copy of ``model`` towards ``target`` in ``iterations`` steps.
 
-    A ``MacsTarget`` is reached in ``iterations`` steps with geometrically spaced MACs
-    goals. A ``LatencyTarget`` shrinks the MACs by ``target.macs_step`` per step and
-    measures, until the latency is met (``iterations`` is then unused). After every step,
-    ``finetune(model, step)`` may train the pruned copy, e.g. with ``evaluators.train``.
+    Each step has a geometrically spaced goal (the same MACs or latency factor per step).
+    A ``LatencyTarget`` is pursued by measurement (see :class:`LatencyAwarePruner`); when
+    no cut saves time any more, pruning stops short and the result says why. After every
+    step, ``finetune(model, step)`` may train the pruned copy; with ``validate`` (accuracy
+    on held-out data) a step that loses more than ``max_accuracy_drop`` points against the
+    unpruned model is undone and pruning stops there.
 
     Args:
         model: The model to prune; left untouched.
         example_inputs: An input batch for tracing the dependency graph and counting MACs.
         target: What to reach.
         importance: A registered criterion (see ``list_importances()``).
-        iterations: Pruning steps towards a ``MacsTarget``.
+        iterations: Pruning steps.
         finetune: Called after each step with the pruned model and the step index.
-        round_to: Keep channel counts multiples of this (8 suits most CPU kernels).
+        round_to: Keep channel counts multiples of this (the profile's
+            ``channel_multiple`` by default for latency targets).
         ignored_layers: Names of modules whose output channels are kept; by default the
             classifier, so the output shape never changes.
         calibration: ``(x, y)`` for gradient-based criteria; by default ``example_inputs``
             labelled with the model's own predictions.
+        validate: Returns a model's accuracy (a fraction) on held-out data.
+        max_accuracy_drop: Points of ``validate`` accuracy a step may lose.
 
     Returns:
         The pruned copy (eval mode), its cost before and after and the per-step plan.
 
     Raises:
-        ValueError: ``importance`` is unknown, ``iterations < 1``, or the target cannot be
-            reached (the message says what was reached).
+        ValueError: ``importance`` is unknown, ``iterations < 1``, or a MACs target cannot
+            be reached (the message says what was reached).
     """
     criterion = get_importance(importance)
     if iterations < 1:
-        raise ValueError(f"compress.iterations: must be >= 1, got {iterations}")
+        raise ValueError(f"compress.prune.iterations: must be >= 1, got {iterations}")
     pruned = copy.deepcopy(model).eval()
     modules = dict(pruned.named_modules())
     if ignored_layers is None:
@@ -336,61 +315,124 @@ def prune(
         ignored = [modules[n] for n in ignored_layers]
     with torch.no_grad():
         out_shape = pruned(example_inputs).shape
-    shrinker = _Shrinker(pruned, example_inputs, criterion, ignored, round_to, calibration)
-    base_macs, base_params = shrinker.macs, count_params(pruned)
-    steps: list[PruneStep] = []
-
-    def shrink(step: int, goal_macs: float, measure: Callable[[], float] | None) -> float | None:
-        """Prunes to ``goal_macs``, records the step, then fine-tunes; returns the latency."""
-        try:
-            shrinker.shrink_to(goal_macs)
-        except ValueError as exc:
-            raise ValueError(f"compress.target: {_target_dict(target)} is unreachable "
-                             f"({exc})") from exc
-        latency_ms = measure() if measure is not None else None
-        steps.append(PruneStep(step, shrinker.macs, count_params(pruned),
-                               base_macs / shrinker.macs, shrinker.channel_ratio, latency_ms))
-        logger.info("prune step %d: %d MACs (%.2fx fewer), latency %s ms", step, shrinker.macs,
-                    base_macs / shrinker.macs, latency_ms)
-        if finetune is not None:
-            finetune(pruned, step)
-            pruned.eval()
-        return latency_ms
-
-    base_latency = latency = None
+    guard = _Guard(validate, max_accuracy_drop)
+    guard.start(pruned)
     if isinstance(target, MacsTarget):
-        for i in range(iterations):  # geometric goals: the same MACs factor per step
-            shrink(i, base_macs / target.ratio ** ((i + 1) / iterations), None)
-            if base_macs / shrinker.macs >= target.ratio:
-                break
+        result = _prune_macs(pruned, example_inputs, target, criterion, ignored, round_to,
+                             calibration, iterations, finetune, guard)
     else:
-        lat_target = target
-
-        def measure() -> float:
-            return lat_target.meter.measure(pruned, lat_target.input_shape).median_ms
-
-        base_latency = latency = measure()
-        for i in range(target.max_steps):
-            if latency <= target.latency_ms:
-                break
-            latency = shrink(i, shrinker.macs * target.macs_step, measure)
-            assert latency is not None
-        if latency > target.latency_ms:
-            raise ValueError(
-                f"compress.target.latency_ms: {target.latency_ms:.4f} ms not reached in "
-                f"{target.max_steps} steps; reached {latency:.4f} ms at {shrinker.macs} MACs "
-                f"(base {base_latency:.4f} ms at {base_macs} MACs). Raise max_steps, or set "
-                "round_to (e.g. 8): odd channel counts can make inference slower"
-            )
+        result = _prune_latency(pruned, example_inputs, target, criterion, ignored, round_to,
+                                calibration, iterations, finetune, guard)
     with torch.no_grad():
-        new_shape = pruned(example_inputs).shape
+        new_shape = result.model(example_inputs).shape
     if new_shape != out_shape:
         raise RuntimeError(f"pruning changed the output shape from {tuple(out_shape)} to "
                            f"{tuple(new_shape)}; pass the output layer in ignored_layers")
+    return result
+
+
+def _finish_step(
+    model: nn.Module, step: int, finetune: Finetune | None, guard: _Guard
+) -> tuple[float | None, str]:
+    if finetune is not None:
+        finetune(model, step)
+        model.eval()
+    return guard.check(model)
+
+
+def _prune_macs(
+    pruned: nn.Module, example_inputs: torch.Tensor, target: MacsTarget,
+    criterion: ImportanceCriterion, ignored: list[nn.Module], round_to: int | None,
+    calibration: tuple[torch.Tensor, torch.Tensor] | None, iterations: int,
+    finetune: Finetune | None, guard: _Guard,
+) -> PruneResult:
+    shrinker = _Shrinker(pruned, example_inputs, criterion, ignored, round_to, calibration)
+    base_macs, base_params = shrinker.macs, count_params(pruned)
+    steps: list[PruneStep] = []
+    note = ""
+    for i in range(iterations):  # geometric goals: the same MACs factor per step
+        snapshot = copy.deepcopy(pruned)
+        try:
+            shrinker.shrink_to(base_macs / target.ratio ** ((i + 1) / iterations))
+        except ValueError as exc:
+            raise ValueError(f"compress.prune: {_target_dict(target)} is unreachable "
+                             f"({exc})") from exc
+        macs, params = shrinker.macs, count_params(pruned)
+        logger.info("prune step %d: %d MACs (%.2fx fewer)", i, macs, base_macs / macs)
+        accuracy, undone = _finish_step(pruned, i, finetune, guard)
+        steps.append(PruneStep(i, macs, params, base_macs / macs, shrinker.channel_ratio,
+                               None, val_accuracy=accuracy))
+        if undone:
+            pruned, note = snapshot, f"step {i}: {undone}"
+            break
+        if base_macs / macs >= target.ratio:
+            break
+    macs_after = count_macs(pruned, tuple(example_inputs.shape))
     return PruneResult(
         model=pruned.eval(), importance=criterion.name, target=_target_dict(target),
-        macs_before=base_macs, macs_after=shrinker.macs, params_before=base_params,
-        params_after=count_params(pruned), latency_before_ms=base_latency,
-        latency_after_ms=latency, steps=tuple(steps),
-        history=json.loads(json.dumps(shrinker.pruner.pruning_history())),
+        macs_before=base_macs, macs_after=macs_after, params_before=base_params,
+        params_after=count_params(pruned), latency_before_ms=None, latency_after_ms=None,
+        steps=tuple(steps), target_met=base_macs / macs_after >= target.ratio, note=note,
+        history=[] if note else json.loads(json.dumps(shrinker.pruner.pruning_history())),
+    )
+
+
+def _prune_latency(
+    pruned: nn.Module, example_inputs: torch.Tensor, target: LatencyTarget,
+    criterion: ImportanceCriterion, ignored: list[nn.Module], round_to: int | None,
+    calibration: tuple[torch.Tensor, torch.Tensor] | None, iterations: int,
+    finetune: Finetune | None, guard: _Guard,
+) -> PruneResult:
+    meter = target.meter
+    profile = meter.profile
+    table = target.table or LayerLatencyTable(profile, cache=meter.cache, lock=meter.lock)
+    shape = tuple(example_inputs.shape)
+    base_macs, base_params = count_macs(pruned, shape), count_params(pruned)
+
+    def measure() -> float:
+        return meter.measure(pruned, target.input_shape).median_ms
+
+    pruner = LatencyAwarePruner(
+        pruned, example_inputs, criterion=criterion, table=table, measure=measure,
+        multiple=round_to or profile.channel_multiple, ignored=ignored, calibration=calibration,
+    )
+    base_ms = pruner.latency_ms
+    final_ms = target.goal_ms(base_ms)
+    steps: list[PruneStep] = []
+    note = ""
+    latency = base_ms
+    for i in range(iterations):
+        goal = base_ms * (final_ms / base_ms) ** ((i + 1) / iterations) if final_ms < base_ms \
+            else final_ms
+        snapshot, history_len, before = copy.deepcopy(pruned), len(pruner.history), latency
+        cuts = pruner.step(goal)
+        latency = pruner.latency_ms
+        macs, params = count_macs(pruned, shape), count_params(pruned)
+        logger.info("prune step %d: %.4f ms (goal %.4f ms, %.2fx faster), %d MACs", i, latency,
+                    goal, base_ms / latency, macs)
+        if not cuts:
+            note = (f"step {i}: no cut of any group saves time on profile {profile.name!r} "
+                    f"any more (reached {base_ms / latency:.2f}x of the {base_ms / final_ms:.2f}x "
+                    "asked)")
+            break
+        accuracy, undone = _finish_step(pruned, i, finetune, guard)
+        steps.append(PruneStep(i, macs, params, base_macs / macs, math.nan, latency, goal,
+                               tuple(asdict(c) for c in cuts), accuracy))
+        if undone:
+            pruned, latency = snapshot, before
+            del pruner.history[history_len:]
+            note = f"step {i}: {undone}"
+            break
+        if latency <= final_ms:
+            break
+        if latency > goal:
+            note = (f"step {i}: reached {latency:.4f} ms of its {goal:.4f} ms goal; the "
+                    "remaining cuts save too little time on this device")
+            break
+    return PruneResult(
+        model=pruned.eval(), importance=criterion.name, target=_target_dict(target),
+        macs_before=base_macs, macs_after=count_macs(pruned, shape), params_before=base_params,
+        params_after=count_params(pruned), latency_before_ms=base_ms, latency_after_ms=latency,
+        steps=tuple(steps), target_met=latency <= final_ms, note=note,
+        history=json.loads(json.dumps(pruner.history)),
     )

@@ -10,9 +10,13 @@ STAGES = ("baseline", "pruned", "distilled", "int8", "tensorrt")
 
 @dataclass(frozen=True)
 class PruneSettings:
-    """Structured pruning: a MACs ratio (2.0 = half the MACs) or a measured latency target."""
+    """Structured pruning to one target: a measured ``speedup`` on the profile (1.5: two
+    thirds of the latency), an absolute measured ``latency_ms``, or a ``macs_ratio``
+    (2.0 = half the MACs); the first one set of ``macs_ratio``, ``latency_ms``, ``speedup``
+    wins."""
 
-    macs_ratio: float | None = 2.0
+    speedup: float | None = 1.5
+    macs_ratio: float | None = None
     latency_ms: float | None = None
     importance: str = "magnitude"
     iterations: int = 3

@@ -13,6 +13,9 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from compress import list_importances
+from evaluators import PluginError, import_plugins
+from evaluators.latency import check_profile
 from hwprofiles import HardwareProfile, ProfileError, load_profile
 from nas._errors import ConfigError
 from search_spaces import get_search_space_options, list_search_spaces
@@ -161,19 +164,44 @@ class RayConfig(_Section):
     object_store_memory_mb: int = Field(default=256, ge=80)
 
 
-class PruneConfig(_Section):
-    """``compress.prune:`` structured pruning; ``latency_ms`` (measured) wins over ``macs_ratio``."""
+_PRUNE_TARGETS = ("speedup", "latency_ms", "macs_ratio")
 
-    macs_ratio: float | None = Field(default=2.0, gt=1)
+
+class PruneConfig(_Section):
+    """``compress.prune:`` structured pruning to one target: a measured ``speedup`` on the
+    hardware profile (the default), a measured ``latency_ms``, or a ``macs_ratio``."""
+
+    speedup: float | None = Field(default=1.5, gt=1)
     latency_ms: float | None = Field(default=None, gt=0)
-    importance: Literal["magnitude", "taylor", "random"] = "magnitude"
+    macs_ratio: float | None = Field(default=None, gt=1)
+    importance: str = "magnitude"
     iterations: int = Field(default=3, ge=1, le=20)
     finetune_epochs: int = Field(default=3, ge=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_target(cls, data: Any) -> Any:
+        # naming another target replaces the default speed-up
+        if isinstance(data, dict) and "speedup" not in data and any(
+            data.get(k) is not None for k in ("latency_ms", "macs_ratio")
+        ):
+            data = {**data, "speedup": None}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> PruneConfig:
-        if self.macs_ratio is None and self.latency_ms is None:
-            raise ValueError("macs_ratio: give macs_ratio (e.g. 2.0) or latency_ms")
+        given = [k for k in _PRUNE_TARGETS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"{(given or ['speedup'])[-1]}: give exactly one pruning target of "
+                f"{list(_PRUNE_TARGETS)} (set the others to null), got {given or 'none'}"
+            )
+        if self.importance not in list_importances():
+            raise ValueError(
+                f"importance: must be one of {list_importances()}, got {self.importance!r} "
+                "(a new criterion registers with compress.register_importance and is "
+                "imported through plugins:)"
+            )
         return self
 
 
@@ -205,6 +233,9 @@ class CompressConfig(_Section):
 class RunSpec(_Section):
     """The whole run: every section, as a typed, frozen object."""
 
+    # modules or .py files imported first: the user's own search spaces, pruning criteria
+    # and latency backends register themselves there
+    plugins: tuple[str, ...] = ()
     experiment: ExperimentConfig = ExperimentConfig()
     data: DataConfig = DataConfig()
     search_space: SearchSpaceConfig = SearchSpaceConfig()
@@ -240,6 +271,12 @@ def load_config(path: Path, overrides: list[str] | None = None) -> RunSpec:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
     raw = apply_overrides(raw, overrides or [])
+    plugins = raw.get("plugins")
+    if isinstance(plugins, list):  # files are named relative to the config
+        raw["plugins"] = [
+            str((path.parent / p).expanduser().resolve()) if isinstance(p, str) and p.endswith(".py")
+            and not Path(p).expanduser().is_absolute() else p for p in plugins
+        ]
     data = raw.get("data")
     if isinstance(data, dict) and isinstance(data.get("path"), str):
         data_path = Path(data["path"]).expanduser()
@@ -280,14 +317,23 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> RunSpec:
     """Returns the run spec for an already-parsed mapping.
 
     Raises:
-        ConfigError: naming the dotted key, the rule and the bad value.
+        ConfigError: naming the dotted key, the rule and the bad value, or a plugin that
+            does not import.
     """
+    plugins = raw.get("plugins") or []
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise ConfigError(f"{source}: plugins: must be a list of module names or .py paths, "
+                          f"got {plugins!r}")
+    try:
+        import_plugins(plugins)
+    except PluginError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     try:
         spec = RunSpec.model_validate(raw)
     except pydantic.ValidationError as exc:
         raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
     try:
-        spec.hardware.load()
+        check_profile(spec.hardware.load())
     except ProfileError as exc:
         raise ConfigError(f"{source}: hardware.profile: {exc}") from None
     return spec

@@ -1,0 +1,137 @@
+"""Latency-aware pruning: cuts chosen by measured cost on the profile, the layer table, and
+how it compares with pruning to a MACs target."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from compress import LatencyTarget, LayerLatencyTable, LayerSpec, MacsTarget, prune
+from evaluators.latency import LatencyCache, LatencyMeter
+from hwprofiles import HardwareProfile, load_profile
+
+SHAPE = (1, 3, 32, 32)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class DepthwiseThenDense(nn.Module):
+    """Where MACs and latency disagree: an early depthwise 7x7 stage at 32x32 costs much
+    time and few MACs; a late dense 3x3 stage at 4x4 holds most MACs, which a CPU's GEMM
+    kernels compute quickly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 1), nn.BatchNorm2d(64), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(64, 64, 7, padding=3, groups=64), nn.BatchNorm2d(64),
+                                nn.ReLU())
+        self.down = nn.Sequential(nn.Conv2d(64, 32, 1), nn.BatchNorm2d(32), nn.ReLU(),
+                                  nn.AvgPool2d(8))
+        self.dense = nn.Sequential(
+            nn.Conv2d(32, 256, 3, padding=1), nn.BatchNorm2d(256), nn.ReLU(),
+            nn.Conv2d(256, 256, 3, padding=1), nn.BatchNorm2d(256), nn.ReLU(),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dense(self.down(self.dw(self.stem(x))))  # (B, 256, 4, 4)
+        return self.classifier(self.pool(x).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return DepthwiseThenDense().eval()
+
+
+@pytest.fixture(scope="module")
+def meter() -> LatencyMeter:
+    profile = load_profile("cpu")
+    return LatencyMeter(HardwareProfile(**{**profile.model_dump(), "repeats": 30}))
+
+
+@pytest.fixture(scope="module")
+def table(meter: LatencyMeter) -> LayerLatencyTable:
+    return LayerLatencyTable(meter.profile, cache=meter.cache, lock=meter.lock)
+
+
+@pytest.fixture(scope="module")
+def latency_aware(model, meter, table):
+    target = LatencyTarget(meter=meter, input_shape=SHAPE, speedup=1.3, table=table)
+    return prune(model, torch.zeros(SHAPE), target=target, iterations=1)
+
+
+def test_latency_target_is_reached_by_measurement(model, meter, latency_aware) -> None:
+    result = latency_aware
+    assert result.target_met and result.latency_after_ms <= result.latency_before_ms / 1.3
+    assert result.steps and result.steps[-1].latency_ms == result.latency_after_ms
+    assert all(m.out_channels % 8 == 0 for m in result.model.modules()
+               if isinstance(m, nn.Conv2d))
+    # measured again side by side, the pruned model is the faster one
+    before, after = meter.measure_side_by_side([model, result.model], SHAPE, rounds=3)
+    assert after.median_ms < before.median_ms
+    plan = json.loads(json.dumps(result.plan))
+    assert plan["target"]["kind"] == "speedup" and plan["target"]["profile"] == "cpu"
+    cuts = [c for step in plan["steps"] for c in step["cuts"]]
+    assert cuts and all(c["saving_ms"] > 0 and c["channels"] % 8 == 0 for c in cuts)
+
+
+def test_latency_aware_pruning_beats_macs_targeted_pruning_at_equal_macs(
+    model, meter, latency_aware
+) -> None:
+    ratio = latency_aware.macs_before / latency_aware.macs_after
+    by_macs = prune(model, torch.zeros(SHAPE), target=MacsTarget(ratio), iterations=1,
+                    round_to=8)
+    assert by_macs.macs_before / by_macs.macs_after >= ratio  # as few MACs or fewer
+    _, aware, counted = meter.measure_side_by_side(
+        [model, latency_aware.model, by_macs.model], SHAPE, rounds=3)
+    assert aware.median_ms < counted.median_ms
+    # it cut where the time is: the depthwise stage, which MACs barely count
+    dw = latency_aware.model.dw[0]
+    assert dw.out_channels < 64
+
+
+def test_an_unreachable_speedup_stops_short_and_says_what_was_reached(model, meter, table) -> None:
+    target = LatencyTarget(meter=meter, input_shape=SHAPE, speedup=50.0, table=table)
+    result = prune(model, torch.zeros(SHAPE), target=target, iterations=2)
+    assert not result.target_met
+    assert result.latency_after_ms is not None and result.latency_after_ms < result.latency_before_ms
+    assert "reached" in result.note or "saves time" in result.note
+    # every group keeps at least a quarter of its channels
+    assert min(m.out_channels for m in result.model.modules() if isinstance(m, nn.Conv2d)) >= 8
+
+
+def test_a_step_over_the_accuracy_budget_is_undone(model, meter, table) -> None:
+    target = LatencyTarget(meter=meter, input_shape=SHAPE, speedup=1.3, table=table)
+    scores = iter([0.9, 0.5])  # the unpruned model, then the pruned one
+    result = prune(model, torch.zeros(SHAPE), target=target, iterations=1,
+                   validate=lambda m: next(scores), max_accuracy_drop=1.0)
+    assert "undone" in result.note and not result.target_met
+    assert result.macs_after == result.macs_before and result.history == []
+
+
+def test_targets_validate_their_arguments(meter) -> None:
+    with pytest.raises(ValueError, match="exactly one of speedup and latency_ms"):
+        LatencyTarget(meter=meter, input_shape=SHAPE)
+    with pytest.raises(ValueError, match="speedup: must be > 1"):
+        LatencyTarget(meter=meter, input_shape=SHAPE, speedup=1.0)
+    with pytest.raises(ValueError, match="latency_ms: must be > 0"):
+        LatencyTarget(meter=meter, input_shape=SHAPE, latency_ms=0.0)
+
+
+def test_the_layer_table_measures_once_per_spec_and_persists(tmp_path) -> None:
+    profile = HardwareProfile(**{**load_profile("cpu").model_dump(), "repeats": 10})
+    spec = LayerSpec("conv", 16, 32, (3, 3), padding=(1, 1), in_hw=(16, 16))
+    cache = LatencyCache(tmp_path / "cache.db")
+    table = LayerLatencyTable(profile, cache=cache)
+    first = table.latency_ms(spec)
+    assert table.latency_ms(spec) == first and table.measured == 1
+    reopened = LayerLatencyTable(profile, cache=LatencyCache(tmp_path / "cache.db"))
+    assert reopened.latency_ms(spec) == first and reopened.measured == 0
+    assert spec.key() == "layer:conv:i16:o32:k3x3:s1x1:p1x1:d1x1:g1:b0:hw16x16"
+    depthwise = LayerSpec("conv", 32, 32, (3, 3), groups=32, in_hw=(8, 8)).with_channels(24, 24)
+    assert depthwise.groups == 24 and isinstance(depthwise.build(), nn.Conv2d)
