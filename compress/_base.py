@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
+from compress._latency_table import LayerLatencyTable
 from compress._settings import CompressSettings
 from evaluators import DataSplits, recalibrate_batchnorm
 from evaluators.latency import LatencyMeter
@@ -37,6 +38,7 @@ class ModelContext:
     metadata: dict[str, Any]  # what every exported ONNX file carries
     compute_guard: Callable[[], AbstractContextManager[object]]
     baseline: nn.Module | None = None  # set after the baseline stage (the "candidate")
+    latency_table: LayerLatencyTable | None = None  # shared by the models of one run
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -46,13 +48,21 @@ class ModelContext:
 
 @dataclass
 class StageOutput:
-    """A stage's result: a float model, or a deployable ONNX graph (and how to time it)."""
+    """A stage's result: a float model, or a deployable artifact (and how to time and score it).
 
-    model: nn.Module | None = None  # the float model the next stage starts from
-    onnx: bytes | None = None  # a final graph (int8): accuracy is taken with onnxruntime
+    A float stage returns ``model``: the pipeline exports it as ``<stage>.onnx``, times what
+    the profile's backend runs and takes its accuracy with torch. Any other stage returns
+    ``timed`` (what the latency meter times: an INT8 graph, an OpenVINO IR, a fake-quant
+    module) and ``score`` (its test accuracy), or neither for an artifact that cannot be
+    run here (a TensorRT engine).
+    """
+
+    model: nn.Module | None = None  # the float model the next stage may start from
+    onnx: bytes | None = None  # an INT8 QDQ graph a later stage (TensorRT) builds from
     timed: Any = None  # what the latency meter times, when not ``model``
+    score: Callable[[Tensor, Tensor], float] | None = None  # accuracy of ``timed``'s artifact
     files: dict[str, bytes] = field(default_factory=dict)  # artifacts, by file name
-    artifact: str = ""  # the file that is this stage's model
+    artifact: str = ""  # the file that is this stage's deployable model
     info: dict[str, Any] = field(default_factory=dict)
 
 

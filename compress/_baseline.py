@@ -32,4 +32,4 @@ class BaselineStage(CompressionStage):
                     ),
                 ).model
         refresh_batchnorm(ctx, student)
-        return StageOutput(model=student, files={"baseline.pt": save_pruned(student)}, artifact="baseline.pt")
+        return StageOutput(model=student, files={"baseline.pt": save_pruned(student)})

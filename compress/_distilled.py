@@ -36,5 +36,5 @@ class DistilledStage(CompressionStage):
         refresh_batchnorm(ctx, result.model)
         return StageOutput(
             model=result.model, files={"distilled.pt": save_pruned(result.model)},
-            artifact="distilled.pt", info={"kd_losses": result.losses},
+            info={"kd_losses": result.losses},
         )

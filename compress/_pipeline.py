@@ -1,4 +1,14 @@
-"""The per-model pipeline: stages in order, each measured, the accuracy budget enforced."""
+"""The per-model pipeline: stages in order, each measured on the profile, what ships decided by
+measurement.
+
+Every stage's result is timed on the hardware profile and scored on the test split. A stage
+is *rejected* when it loses more accuracy than the budget allows, and recorded as *slower*
+when it runs slower than the model it started from; either way the next stage starts from
+the last accepted model. When the chain is done, every accepted stage's artifact is timed
+again side by side (interleaved rounds, so the machine's state touches all alike), and the
+model ships the fastest of them that is no slower than the baseline (ties: the most
+accurate): ``pareto.choose_deployed``.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +18,29 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
-import numpy as np
-import torch
+import pandas as pd
 from torch import nn
 
 from compress._base import CompressionStage, ModelContext, StageOutput, StageSkipped
 from compress._baseline import BaselineStage
 from compress._distilled import DistilledStage
-from compress._export import export_onnx
 from compress._int8_stage import Int8Stage
 from compress._pruned import PrunedStage
-from compress._structure import save_pruned
+from compress._structure import save_pruned, structure_key
 from compress._tensorrt_stage import TensorRTStage
-from evaluators import accuracy, atomic_write_bytes, count_macs, count_params
+from evaluators import accuracy, atomic_write_bytes, count_macs, count_params, export_onnx
+from evaluators.latency import Latency
+from pareto import choose_deployed
+
+__all__ = ["CompressionPipeline", "StageRecord", "deployed_summary"]
 
 logger = logging.getLogger(__name__)
+
+#: Interleaved measurements of each accepted artifact before the deployed one is chosen.
+SIDE_BY_SIDE_ROUNDS = 3
+FLOAT_STAGES = ("baseline", "pruned", "distilled")
 
 
 @dataclass(frozen=True)
@@ -38,41 +55,34 @@ class StageRecord:
     params: float
     macs: float
     size_bytes: float
-    artifact: str  # path relative to the run directory
-    status: str  # ok | rejected | skipped
+    artifact: str  # the deployable file, relative to the run directory's models/
+    status: str  # ok | rejected | slower | skipped
     reason: str
     latency_samples_ms: str = "[]"  # JSON list of the timed runs behind latency_ms
+    input_stage: str = ""  # the stage whose model this one started from
+    speedup: float = math.nan  # the baseline's latency over this one's
+    deployed: bool = False  # the artifact this model ships
 
     def to_dict(self) -> dict[str, object]:
         """Returns the row as a dict."""
         return asdict(self)
 
 
-def onnx_accuracy(onnx: bytes, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
-    """Returns the top-1 accuracy of an ONNX classifier (fixed batch-1 or any batch input)."""
-    import onnxruntime as ort
+@dataclass
+class _Timed:
+    """What an accepted stage ships and how it is timed."""
 
-    session = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    fixed = session.get_inputs()[0].shape[0]
-    size = fixed if isinstance(fixed, int) and fixed > 0 else batch
-    correct = 0
-    xs = x.numpy().astype(np.float32)
-    for i in range(0, len(xs), size):
-        chunk = xs[i : i + size]
-        if len(chunk) < size:  # a fixed batch: pad, then drop the padding's predictions
-            chunk = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)])
-        logits = session.run(None, {name: chunk})[0][: len(xs[i : i + size])]
-        correct += int((logits.argmax(1) == y[i : i + size].numpy()).sum())
-    return correct / len(xs)
+    record: StageRecord
+    timed: Any
+    key: str  # equal keys: the same graph, one measurement
 
 
 class CompressionPipeline:
     """Runs baseline -> pruned -> distilled -> int8 -> tensorrt on one model.
 
-    A stage whose test accuracy falls more than ``max_accuracy_drop`` points below the
-    baseline's is rejected: the next stage starts from the last accepted model. The final
-    float model is exported as ``model.onnx`` and its weights as ``model.pt``.
+    Args:
+        stages: The stages before ``tensorrt`` (which always runs last, or says why not);
+            the default chain when None.
     """
 
     def __init__(self, stages: Sequence[CompressionStage] | None = None) -> None:
@@ -83,15 +93,17 @@ class CompressionPipeline:
     def run(
         self, ctx: ModelContext, model: nn.Module, on_stage: Callable[[StageRecord], None] | None = None
     ) -> list[StageRecord]:
-        """Compresses ``model`` and returns one record per stage (tensorrt included).
+        """Compresses ``model`` and returns one record per stage (tensorrt included), the
+        shipped one marked ``deployed``.
 
         Raises:
             Exception: a stage failed in a way that is not a skip; nothing is recorded for it.
         """
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         records: list[StageRecord] = []
-        current = model
-        reference: float | None = None
+        accepted: dict[str, _Timed] = {}
+        current, parent = model, None
+        baseline: StageRecord | None = None
         int8_onnx: bytes | None = None
         for stage in [*self.stages, TensorRTStage()]:
             if isinstance(stage, TensorRTStage):
@@ -103,55 +115,141 @@ class CompressionPipeline:
                 if on_stage is not None:
                     on_stage(records[-1])
                 continue
-            record = self._measure(ctx, stage.name, out)
-            if reference is None:
-                reference = record.accuracy
-                ctx.baseline = out.model
-            drop = 100.0 * (reference - record.accuracy)
-            if math.isfinite(record.accuracy) and drop > ctx.settings.max_accuracy_drop:
-                record = dataclasses.replace(record, status="rejected", reason=(
-                    f"test accuracy {record.accuracy:.4f} is {drop:.2f} points below the "
-                    f"baseline's {reference:.4f} (budget {ctx.settings.max_accuracy_drop:g}); "
-                    "kept the previous stage's model"
-                ))
-            else:
+            if out.model is not None:  # a float stage ships its ONNX export
+                onnx = export_onnx(out.model, ctx.input_shape,
+                                   metadata={**ctx.metadata, "stage": stage.name})
+                out = dataclasses.replace(out, files={**out.files, f"{stage.name}.onnx": onnx},
+                                          artifact=f"{stage.name}.onnx")
+            timed, key = self._what_to_time(ctx, stage.name, out)
+            record = self._measure(ctx, stage.name, out, timed, key)
+            if baseline is None:
+                baseline, ctx.baseline = record, out.model
+            record = self._judge(ctx, record, baseline, parent)
+            if record.status == "ok":
                 for name, data in out.files.items():
                     atomic_write_bytes(ctx.out_dir / name, data)
+                if timed is not None and math.isfinite(record.accuracy):
+                    accepted[stage.name] = _Timed(record, timed, key)
                 if out.model is not None:
-                    current = out.model
-                if stage.name == "int8":
+                    current, parent = out.model, record
+                if out.onnx is not None:
                     int8_onnx = out.onnx
             records.append(record)
             if on_stage is not None:
                 on_stage(record)
+        records = self._side_by_side(ctx, records, accepted)
+        records = self._mark_deployed(records)
         self._write_final(ctx, current, records)
         return records
 
-    def _measure(self, ctx: ModelContext, stage: str, out: StageOutput) -> StageRecord:
+    # -- measuring --------------------------------------------------------------------------
+
+    @staticmethod
+    def _what_to_time(ctx: ModelContext, stage: str, out: StageOutput) -> tuple[Any, str]:
+        """Returns what the meter times for ``out`` and the key its measurement is shared by."""
+        if out.model is None:
+            return out.timed, f"{ctx.model_id}:{stage}"
+        key = structure_key(out.model)
+        if ctx.meter.backend.accepts_onnx:  # time the very file that ships
+            return out.files[f"{stage}.onnx"], key
+        return out.model, key
+
+    def _measure(
+        self, ctx: ModelContext, stage: str, out: StageOutput, timed: Any, key: str
+    ) -> StageRecord:
         artifact = f"{ctx.out_dir.name}/{out.artifact}" if out.artifact else ""
         size = float(len(out.files.get(out.artifact, b""))) if out.artifact else math.nan
-        params: float
-        macs: float
+        params = macs = math.nan
         if out.model is not None:
             with ctx.compute_guard():
                 acc = accuracy(out.model, ctx.data.loader("test", 512))
-                params, macs = count_params(out.model), count_macs(out.model, ctx.input_shape)
-            latency = ctx.meter.measure(out.model, ctx.input_shape)
-        elif out.onnx is not None:
+                params = float(count_params(out.model))
+                macs = float(count_macs(out.model, ctx.input_shape))
+        elif timed is not None and out.score is not None:
             with ctx.compute_guard():
-                acc = onnx_accuracy(out.onnx, ctx.data.x_test, ctx.data.y_test)
-            latency = ctx.meter.measure(out.timed if out.timed is not None else out.onnx, ctx.input_shape)
-            params = macs = math.nan
+                acc = out.score(ctx.data.x_test, ctx.data.y_test)
         else:  # an engine: measured by a TensorRT profile, no accuracy of its own here
             return StageRecord(ctx.model_id, stage, math.nan, math.nan, math.nan, math.nan,
                                math.nan, size, artifact, "ok", f"built ({out.info})")
+        # a stage that changes weights only (distillation) runs its input's graph: one key
+        latency = ctx.meter.measure(timed, ctx.input_shape, key=key)
         return StageRecord(
             model_id=ctx.model_id, stage=stage, accuracy=acc, latency_ms=latency.median_ms,
-            latency_cv=latency.cv, params=float(params), macs=float(macs), size_bytes=size,
-            artifact=artifact, status="ok", reason=", ".join(f"{k}={v}" for k, v in out.info.items()
-                                                          if not isinstance(v, (list, tuple))),
-            latency_samples_ms=json.dumps([round(s, 6) for s in latency.samples_ms]),
+            latency_cv=latency.cv, params=params, macs=macs, size_bytes=size,
+            artifact=artifact, status="ok", reason=", ".join(
+                f"{k}={v}" for k, v in out.info.items() if not isinstance(v, (list, tuple, dict))),
+            latency_samples_ms=_samples_json(latency),
         )
+
+    def _side_by_side(
+        self, ctx: ModelContext, records: list[StageRecord], accepted: dict[str, _Timed]
+    ) -> list[StageRecord]:
+        """Times every accepted artifact again in interleaved rounds and judges them on those
+        figures: the deployed choice compares measurements taken under the same conditions."""
+        if not accepted:
+            return records
+        keys = list(dict.fromkeys(t.key for t in accepted.values()))
+        first = {key: next(t.timed for t in accepted.values() if t.key == key) for key in keys}
+        measured = ctx.meter.measure_side_by_side(
+            [first[k] for k in keys], ctx.input_shape, rounds=SIDE_BY_SIDE_ROUNDS)
+        latency = dict(zip(keys, measured))
+        by_stage = {stage: latency[t.key] for stage, t in accepted.items()}
+        base = by_stage.get("baseline")
+        result = []
+        for record in records:
+            lat = by_stage.get(record.stage)
+            if lat is None or record.status != "ok":
+                result.append(record)
+                continue
+            record = dataclasses.replace(
+                record, latency_ms=lat.median_ms, latency_cv=lat.cv,
+                latency_samples_ms=_samples_json(lat),
+                speedup=base.median_ms / lat.median_ms if base is not None else math.nan)
+            parent = by_stage.get(record.input_stage)
+            slower = [(name, ref) for name, ref in (("its input", parent), ("the baseline", base))
+                      if ref is not None and record.stage != "baseline"
+                      and lat.median_ms > ref.median_ms]
+            if slower:
+                name, ref = slower[0]
+                record = dataclasses.replace(record, status="slower", reason=(
+                    f"measured side by side, {lat.median_ms:.4f} ms is "
+                    f"{lat.median_ms / ref.median_ms:.2f}x {name}'s {ref.median_ms:.4f} ms on "
+                    f"profile {ctx.profile.name!r}: not shipped"))
+            result.append(record)
+        return result
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _judge(
+        ctx: ModelContext, record: StageRecord, baseline: StageRecord, parent: StageRecord | None
+    ) -> StageRecord:
+        """Returns ``record`` rejected (over the accuracy budget), slower (than the model it
+        started from) or accepted."""
+        record = dataclasses.replace(record, input_stage=parent.stage if parent else "")
+        if not math.isfinite(record.accuracy):
+            return record
+        budget = ctx.settings.max_accuracy_drop
+        drop = 100.0 * (baseline.accuracy - record.accuracy)
+        if drop > budget:
+            return dataclasses.replace(record, status="rejected", reason=(
+                f"test accuracy {record.accuracy:.4f} is {drop:.2f} points below the "
+                f"baseline's {baseline.accuracy:.4f} (budget {budget:g}); the next stage "
+                f"starts from the {parent.stage if parent else 'baseline'} model"))
+        if parent is not None and record.latency_ms > parent.latency_ms:
+            return dataclasses.replace(record, status="slower", reason=(
+                f"{record.latency_ms:.4f} ms is {record.latency_ms / parent.latency_ms:.2f}x "
+                f"the {parent.stage} model's {parent.latency_ms:.4f} ms on profile "
+                f"{ctx.profile.name!r}: slower than its input, so the next stage starts from "
+                f"the {parent.stage} model"))
+        return record
+
+    @staticmethod
+    def _mark_deployed(records: list[StageRecord]) -> list[StageRecord]:
+        """Marks the record ``pareto.choose_deployed`` picks."""
+        frame = pd.DataFrame([r.to_dict() for r in records])
+        chosen = choose_deployed(frame)
+        return [dataclasses.replace(r, deployed=i == chosen) for i, r in enumerate(records)]
 
     @staticmethod
     def _skipped(ctx: ModelContext, stage: str, reason: str) -> StageRecord:
@@ -160,10 +258,33 @@ class CompressionPipeline:
 
     @staticmethod
     def _write_final(ctx: ModelContext, model: nn.Module, records: list[StageRecord]) -> None:
-        """Writes ``model.onnx`` and ``model.pt`` of the last accepted float stage."""
-        last = [r for r in records if r.status == "ok" and r.stage in ("baseline", "pruned", "distilled")]
+        """Writes ``model.onnx`` and ``model.pt`` of the last accepted float stage, and
+        ``deployed.json``: what this model ships and why."""
+        last = [r for r in records if r.status == "ok" and r.stage in FLOAT_STAGES]
         stage = last[-1].stage if last else "baseline"
         onnx = export_onnx(model, ctx.input_shape, metadata={**ctx.metadata, "stage": stage})
         atomic_write_bytes(ctx.out_dir / "model.onnx", onnx)
         atomic_write_bytes(ctx.out_dir / "model.pt", save_pruned(model))
+        atomic_write_bytes(ctx.out_dir / "deployed.json",
+                           json.dumps(deployed_summary(records), indent=2).encode())
 
+
+def deployed_summary(records: Sequence[StageRecord]) -> dict[str, Any]:
+    """Returns what a model ships (stage, file, test accuracy, latency, speed-up) and why."""
+    chosen = next((r for r in records if r.deployed), None)
+    if chosen is None:
+        return {"model_id": records[0].model_id if records else "", "stage": None,
+                "why": "no stage has a measured accuracy and latency"}
+    slower = [r for r in records if r.status == "slower"]
+    why = ("the fastest stage within the accuracy budget, no slower than the baseline"
+           if chosen.stage != "baseline" else
+           "no later stage was both within the accuracy budget and faster than the baseline")
+    if slower:
+        why += "; " + "; ".join(f"{r.stage} was slower ({r.reason})" for r in slower)
+    return {"model_id": chosen.model_id, "stage": chosen.stage, "artifact": chosen.artifact,
+            "accuracy": chosen.accuracy, "latency_ms": chosen.latency_ms,
+            "speedup": chosen.speedup, "why": why}
+
+
+def _samples_json(latency: Latency) -> str:
+    return json.dumps([round(s, 6) for s in latency.samples_ms])

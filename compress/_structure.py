@@ -22,7 +22,9 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +33,7 @@ from typing import IO, Any, overload
 import torch
 from torch import nn
 
-__all__ = ["load_pruned", "save_pruned"]
+__all__ = ["load_pruned", "save_pruned", "structure_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,21 @@ def _structure(model: nn.Module) -> dict[str, dict[str, Any]]:
         }
         spec[name] = {"type": type(module).__qualname__, "attributes": attributes}
     return spec
+
+
+def structure_key(model: nn.Module) -> str:
+    """Returns a stable hash of ``model``'s structure: its modules' classes and plain
+    attributes and every parameter's and buffer's shape, never their values.
+
+    Two models with equal keys run the same graph at the same widths, so their latency on a
+    profile is one measurement (distillation, for one, changes weights only).
+    """
+    spec = _structure(model)
+    for entry in spec.values():
+        entry["attributes"].pop("training", None)
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    text = json.dumps({"modules": spec, "shapes": shapes}, sort_keys=True, default=str)
+    return "structure:" + hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 @overload

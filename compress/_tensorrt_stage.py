@@ -5,8 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from compress._base import CompressionStage, ModelContext, StageOutput, StageSkipped
-from compress._export import export_onnx
 from compress._tensorrt import build_engine, tensorrt_unavailable_reason
+from evaluators import export_onnx
 
 
 class TensorRTStage(CompressionStage):

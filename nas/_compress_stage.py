@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,16 +19,17 @@ from compress import (
     CompressionPipeline,
     CompressSettings,
     DistillSettings,
+    LayerLatencyTable,
     ModelContext,
     PruneSettings,
 )
 from evaluators import recalibrate_batchnorm
-from evaluators.latency import DeviceLock, LatencyMeter
+from evaluators.latency import DeviceLock, LatencyCache, LatencyMeter
 from hwprofiles import describe_environment
 from nas._config import CompressConfig
 from nas._errors import RunDirError
 from nas._stage import RunContext, Stage
-from reports import pareto_mask
+from pareto import deployed_front
 from search_spaces import Arch
 
 STAGE_COUNT = 5  # baseline, pruned, distilled, int8, tensorrt
@@ -40,7 +42,7 @@ def settings_from_config(config: CompressConfig, seed: int, batch_size: int) -> 
         finetune_epochs=config.finetune_epochs, max_accuracy_drop=config.max_accuracy_drop,
         calibration_batches=config.calibration_batches, calibrator=config.calibrator,
         batch_size=batch_size, lr=config.lr, seed=seed,
-        prune=PruneSettings(macs_ratio=p.macs_ratio, latency_ms=p.latency_ms,
+        prune=PruneSettings(speedup=p.speedup, macs_ratio=p.macs_ratio, latency_ms=p.latency_ms,
                             importance=p.importance, iterations=p.iterations,
                             finetune_epochs=p.finetune_epochs),
         distill=DistillSettings(epochs=d.epochs, temperature=d.temperature, alpha=d.alpha,
@@ -101,14 +103,13 @@ class CompressStage(Stage):
     def _compress(
         self, ctx: RunContext, settings: CompressSettings, todo: list[Any], rows: pd.DataFrame
     ) -> pd.DataFrame:
-        run, spec, data, space = ctx.run, ctx.spec, ctx.data, ctx.space
-        supernet = space.build_supernet(num_classes=data.num_classes, in_channels=data.input_shape[1])
-        supernet.load_state_dict(run.load_state_dict(run.supernet))
-        supernet.eval()
-        lock = DeviceLock(ctx.profile.device, lock_dir=spec.hardware.lock_dir)
-        teacher = supernet.extract(space.max_arch())
-        recalibrate_batchnorm(teacher, data.loader("train", settings.batch_size, shuffle=True, seed=settings.seed), 8)
-        meter = LatencyMeter(ctx.profile, lock=lock)
+        run = ctx.run
+        models = ModelSource(ctx, settings)
+        lock = DeviceLock(ctx.profile.device, lock_dir=ctx.spec.hardware.lock_dir)
+        # the layer table persists in the run's latency cache: reruns and later models reuse it
+        cache = LatencyCache(run.latency_cache)
+        meter = LatencyMeter(ctx.profile, lock=lock, cache=cache)
+        table = LayerLatencyTable(ctx.profile, cache=cache, lock=lock)
         pipeline = CompressionPipeline()
         with Progress(
             TextColumn("compress {task.fields[model]} {task.fields[stage]}"), BarColumn(),
@@ -116,57 +117,72 @@ class CompressStage(Stage):
         ) as progress:
             task = progress.add_task("c", total=len(todo) * STAGE_COUNT, model="", stage="")
             for row in todo:
-                arch = Arch.from_json(row.arch)
                 model_id = f"trial_{row.number}"
-
-                def build_unpruned(arch: Arch = arch) -> nn.Module:
-                    return space.build_supernet(
-                        num_classes=data.num_classes, in_channels=data.input_shape[1]
-                    ).extract(arch)
-
                 progress.update(task, model=model_id, stage="baseline")
-                model_ctx = ModelContext(
-                    model_id=model_id, arch_json=arch.key(),
-                    build_unpruned=build_unpruned,
-                    teacher=teacher, data=data, profile=ctx.profile, meter=meter,
-                    settings=settings, out_dir=run.models / model_id,
-                    metadata={
-                        "preprocessing": data.normalization.to_dict(), "input_layout": "NCHW",
-                        "classes": list(data.classes), "arch": arch.to_dict(),
-                        "search_space": {"name": spec.search_space.name, **spec.search_space.options()},
-                    },
-                    compute_guard=lock.compute,
-                )
-                model_ctx.out_dir.mkdir(parents=True, exist_ok=True)
-                run.write_json(model_ctx.out_dir / "spec.json", {
-                    "model_id": model_id, "arch": arch.to_dict(),
-                    "search_space": {"name": spec.search_space.name, **spec.search_space.options()},
-                    "num_classes": data.num_classes, "input_shape": list(data.input_shape),
-                    "preprocessing": data.normalization.to_dict(), "classes": list(data.classes),
-                })
+                model_ctx, model = models.context(row, meter=meter, table=table, lock=lock,
+                                                  out_dir=run.models / model_id)
 
-                def on_stage(record: object, model_id: str = model_id) -> None:
+                def on_stage(record: object) -> None:
                     progress.advance(task)
                     progress.update(task, stage=getattr(record, "stage", ""))
 
-                records = pipeline.run(model_ctx, supernet.extract(arch), on_stage=on_stage)
+                records = pipeline.run(model_ctx, model, on_stage=on_stage)
                 new = pd.DataFrame([r.to_dict() for r in records])
                 rows = new if rows.empty else pd.concat([rows[rows["model_id"] != model_id], new], ignore_index=True)
                 run.write_frame(run.compression, rows)
         return rows
 
 
-def deployed_front(rows: pd.DataFrame) -> pd.DataFrame:
-    """Returns the final deployable artifact of each model, non-dominated in (accuracy, latency).
+class ModelSource:
+    """The Pareto models of a run as the compression chain takes them: the trained supernet
+    (loaded once), its largest subnet as the distillation teacher, and per model its
+    extracted subnet with the ``ModelContext`` of its stages."""
 
-    A model's final artifact is its last accepted stage with a measured accuracy and latency.
-    """
-    if rows.empty:
-        return rows
-    measured = rows[(rows["status"] == "ok") & rows["accuracy"].notna() & rows["latency_ms"].notna()]
-    final = measured.groupby("model_id", sort=False).tail(1).reset_index(drop=True)
-    mask = pareto_mask(final[["accuracy", "latency_ms"]].to_numpy(dtype=float), ["max", "min"])
-    return final[mask].sort_values("latency_ms").reset_index(drop=True)
+    def __init__(self, ctx: RunContext, settings: CompressSettings) -> None:
+        self.ctx, self.settings = ctx, settings
+        data, space = ctx.data, ctx.space
+        self.supernet = space.build_supernet(num_classes=data.num_classes,
+                                             in_channels=data.input_shape[1])
+        self.supernet.load_state_dict(ctx.run.load_state_dict(ctx.run.supernet))
+        self.supernet.eval()
+        self.teacher = self.supernet.extract(space.max_arch())
+        recalibrate_batchnorm(self.teacher, data.loader(
+            "train", settings.batch_size, shuffle=True, seed=settings.seed), 8)
+
+    def context(
+        self, row: Any, *, meter: LatencyMeter, table: LayerLatencyTable, lock: DeviceLock,
+        out_dir: Path, settings: CompressSettings | None = None,
+    ) -> tuple[ModelContext, nn.Module]:
+        """Returns the context of the Pareto row ``row`` (``number``, ``arch``) compressed on
+        ``meter``'s profile into ``out_dir``, and its extracted subnet; writes ``spec.json``."""
+        ctx, data, space = self.ctx, self.ctx.data, self.ctx.space
+        spec = ctx.spec
+        arch = Arch.from_json(row.arch)
+        model_id = f"trial_{row.number}"
+
+        def build_unpruned(arch: Arch = arch) -> nn.Module:
+            return space.build_supernet(
+                num_classes=data.num_classes, in_channels=data.input_shape[1]
+            ).extract(arch)
+
+        space_info = {"name": spec.search_space.name, **spec.search_space.options()}
+        model_ctx = ModelContext(
+            model_id=model_id, arch_json=arch.key(), build_unpruned=build_unpruned,
+            teacher=self.teacher, data=data, profile=meter.profile, meter=meter,
+            settings=settings or self.settings, out_dir=out_dir,
+            metadata={
+                "preprocessing": data.normalization.to_dict(), "input_layout": "NCHW",
+                "classes": list(data.classes), "arch": arch.to_dict(), "search_space": space_info,
+            },
+            compute_guard=lock.compute, latency_table=table,
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ctx.run.write_json(out_dir / "spec.json", {
+            "model_id": model_id, "arch": arch.to_dict(), "search_space": space_info,
+            "num_classes": data.num_classes, "input_shape": list(data.input_shape),
+            "preprocessing": data.normalization.to_dict(), "classes": list(data.classes),
+        })
+        return model_ctx, self.supernet.extract(arch)
 
 
 def fmt(value: float, spec: str) -> str:
@@ -175,16 +191,25 @@ def fmt(value: float, spec: str) -> str:
 
 
 def compression_table(rows: pd.DataFrame) -> Table:
-    """Returns a rich table of every model and stage."""
-    table = Table(title="Compression (test accuracy, latency on the hardware profile)")
-    for column in ("model", "stage", "status", "accuracy", "latency ms", "speedup", "MMACs", "size KiB", "note"):
-        table.add_column(column, justify="left" if column in ("model", "stage", "status", "note") else "right")
+    """Returns a rich table of every model and stage, the shipped artifact starred."""
+    table = Table(title="Compression (test accuracy, latency measured on the hardware profile)")
+    columns = ("model", "stage", "status", "accuracy", "latency ms", "speedup", "MMACs",
+               "MACs ratio", "size KiB", "note")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("model", "stage", "status", "note")
+                         else "right")
     for model_id, group in rows.groupby("model_id", sort=False):
-        base = group[group["stage"] == "baseline"]["latency_ms"]
-        base_latency = float(base.iloc[0]) if len(base) else float("nan")
+        base = group[group["stage"] == "baseline"]
+        base_latency = float(base["latency_ms"].iloc[0]) if len(base) else float("nan")
+        base_macs = float(base["macs"].iloc[0]) if len(base) else float("nan")
         for r in group.itertuples():
             speedup = base_latency / r.latency_ms if not pd.isna(r.latency_ms) else float("nan")
-            note = r.reason if r.status != "ok" else ""
-            table.add_row(str(model_id), r.stage, r.status, fmt(r.accuracy, ".4f"), fmt(r.latency_ms, ".4f"),
-                          fmt(speedup, ".2f"), fmt(r.macs / 1e6, ".2f"), fmt(r.size_bytes / 1024, ".1f"), escape(note[:90]))
+            deployed = bool(getattr(r, "deployed", False))
+            note = "shipped" if deployed else (r.reason if r.status != "ok" else "")
+            table.add_row(
+                str(model_id), ("* " if deployed else "") + str(r.stage), str(r.status),
+                fmt(r.accuracy, ".4f"), fmt(r.latency_ms, ".4f"), fmt(speedup, ".2f"),
+                fmt(r.macs / 1e6, ".2f"), fmt(base_macs / r.macs, ".2f"),
+                fmt(r.size_bytes / 1024, ".1f"), escape(str(note)[:90]),
+            )
     return table

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from pareto import budget_steps, choose_deployed
 from reports._run import RunData
 from search_spaces import Arch, ChoiceSpace, SearchSpaceError, get_search_space
 
@@ -45,6 +46,7 @@ class ModelSection:
     waterfall: str | None = None  # figure id
     latency: str | None = None
     stages: list[dict[str, str]] = field(default_factory=list)
+    decision: str = ""  # what the model ships and why
     note: str = ""
     links: list[Link] = field(default_factory=list)
 
@@ -200,9 +202,8 @@ def recommendations(run: RunData, output_dir: Path) -> tuple[list[dict[str, str]
                   "accuracy of the fp32 subnet). " + run.missing.get("compression", ""))
     else:
         return [], run.missing.get("pareto", "no Pareto set")
-    front = front.sort_values("latency_ms").reset_index(drop=True)
     # a slower model that is not more accurate is never the answer
-    steps = front[front["accuracy"].astype(float) > front["accuracy"].astype(float).cummax().shift(fill_value=-math.inf)]
+    steps = budget_steps(front)
     rows = []
     for i, r in enumerate(steps.itertuples()):
         nxt = steps["latency_ms"].iloc[i + 1] if i + 1 < len(steps) else None
@@ -214,6 +215,7 @@ def recommendations(run: RunData, output_dir: Path) -> tuple[list[dict[str, str]
             "budget_ms": f"{float(r.latency_ms):.6f}",
             "model": str(r.model), "stage": str(r.stage), "accuracy": f"{float(r.accuracy):.4f}",
             "latency": f"{float(r.latency_ms):.4f}", "artifact": artifact, "href": href,
+            "why": _why(run, str(r.model), str(r.stage)),
         })
     return rows, source
 
@@ -267,12 +269,53 @@ def _model_id(run: RunData, group: pd.DataFrame) -> str:
 
 
 def _final_stages(run: RunData) -> dict[str, dict[str, Any]]:
-    """Returns per model the last accepted, measured stage of its compression."""
+    """Returns per model the stage it ships (the one marked ``deployed``, or for a run that
+    did not mark it, ``pareto.choose_deployed``'s choice)."""
     if run.compression is None or run.compression.empty:
         return {}
-    ok = run.compression[(run.compression["status"] == "ok") & run.compression["accuracy"].notna()
-                         & run.compression["latency_ms"].notna()]
-    return {str(m): g.iloc[-1].to_dict() for m, g in ok.groupby("model_id", sort=False)}
+    chosen: dict[str, dict[str, Any]] = {}
+    for model, rows in run.compression.groupby("model_id", sort=False):
+        if "deployed" in rows.columns and rows["deployed"].astype(bool).any():
+            chosen[str(model)] = rows[rows["deployed"].astype(bool)].iloc[0].to_dict()
+            continue
+        index = choose_deployed(rows)
+        if index is not None:
+            chosen[str(model)] = rows.loc[index].to_dict()
+    return chosen
+
+
+def _why(run: RunData, model: str, stage: str) -> str:
+    """Returns why ``model`` ships ``stage``: its measured speed-up, and which later stages
+    were slower or over the accuracy budget."""
+    if run.compression is None or run.compression.empty:
+        return ""
+    rows = run.compression[run.compression["model_id"] == model]
+    base = rows[rows["stage"] == "baseline"]["latency_ms"].astype(float)
+    mine = rows[rows["stage"] == stage]["latency_ms"].astype(float)
+    parts = []
+    if len(base) and len(mine) and stage != "baseline":
+        parts.append(f"{float(base.iloc[0]) / float(mine.iloc[0]):.2f}x faster than its baseline")
+    for r in rows.itertuples():
+        if r.status == "slower":
+            parts.append(f"{r.stage} was slower on this profile")
+        elif r.status == "rejected":
+            parts.append(f"{r.stage} lost too much accuracy")
+    return "; ".join(parts)
+
+
+def decision(run: RunData, model: str) -> str:
+    """Returns one sentence on what ``model`` ships and why, from its compression rows."""
+    chosen = _final_stages(run).get(model)
+    if chosen is None:
+        return "Nothing deployable: no stage has a measured test accuracy and latency."
+    artifact = Path(str(chosen.get("artifact") or "")).name or "(no file)"
+    why = _why(run, model, str(chosen["stage"]))
+    if chosen["stage"] == "baseline":
+        lead = "no later stage was both within the accuracy budget and faster"
+    else:
+        lead = "the fastest stage within the accuracy budget and no slower than the baseline"
+    return (f"Ships {artifact} ({chosen['stage']}: test accuracy {float(chosen['accuracy']):.4f}, "
+            f"{float(chosen['latency_ms']):.4f} ms): {lead}" + (f"; {why}." if why else "."))
 
 
 def model_sections(
@@ -302,10 +345,16 @@ def model_sections(
         )
         if rows is not None:
             section.waterfall = add_figure(waterfall_figure(rows, label))
+            base = rows[rows["stage"] == "baseline"]["latency_ms"].astype(float)
+            base_ms = float(base.iloc[0]) if len(base) else math.nan
+            shipped = _final_stages(run).get(model, {}).get("stage")
             section.stages = [{
                 "stage": str(r.stage), "status": str(r.status), "accuracy": fmt(r.accuracy),
                 "latency_ms": fmt(r.latency_ms), "reason": str(r.reason or ""),
+                "speedup": fmt(base_ms / float(r.latency_ms)) if pd.notna(r.latency_ms) else "",
+                "deployed": "yes" if r.stage == shipped else "",
             } for r in rows.itertuples()]
+            section.decision = decision(run, model)
         elif run.compression is not None:
             compress = run.config.get("compress", {}) or {}
             section.note = (f"Not compressed: compress.top_k = {compress.get('top_k')} with "

@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from reports._pareto import hypervolume, normalized, pareto_mask
+from pareto import hypervolume_fraction, pareto_mask
 from reports._run import RunData
 
 #: Colour per run (plotly's default qualitative palette).
@@ -28,7 +28,7 @@ STATE_STYLE = {
     "FAIL": ("#d62728", "square"),
 }
 STAGE_ORDER = ("baseline", "pruned", "distilled", "int8", "tensorrt")
-STATUS_COLOUR = {"ok": "#2ca02c", "rejected": "#d62728", "skipped": "#c7c7c7"}
+STATUS_COLOUR = {"ok": "#2ca02c", "rejected": "#d62728", "slower": "#ff7f0e", "skipped": "#c7c7c7"}
 LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}, "font": {"size": 12}}
 
 ArchText = Callable[[RunData, str], str]
@@ -199,33 +199,28 @@ def _constraint_marks(fig: go.Figure, run: RunData, x: str, y: str) -> list[str]
 
 def hypervolume_history(runs: Sequence[RunData]) -> dict[str, pd.DataFrame]:
     """Returns per run label a table of ``number, minutes, hypervolume`` after each finished
-    trial, with the objectives of every run scaled to one common box (ideal 0, worst 1,
-    reference point 1.1), so runs compare on one scale."""
-    names = runs[0].names
-    directions = [runs[0].objectives[n] for n in names]
-    feasible = [
-        r.valued[(r.valued["state"] == "COMPLETE") & r.valued["feasible"].astype(bool)]
-        for r in runs
-    ]
-    pooled = np.concatenate([f[names].to_numpy(dtype=float) for f in feasible] or [np.zeros((0, len(names)))])
+    trial. The hypervolume is the search progress bar's: the fraction of the box between
+    the ideal point and the run's reference point that the feasible front dominates
+    (``pareto.hypervolume_fraction``), so runs on different devices share one scale."""
     histories: dict[str, pd.DataFrame] = {}
-    if len(pooled) == 0:
-        return histories
-    best = [pooled[:, i].max() if d == "max" else pooled[:, i].min() for i, d in enumerate(directions)]
-    worst = [pooled[:, i].min() if d == "max" else pooled[:, i].max() for i, d in enumerate(directions)]
-    for run, ok in zip(runs, feasible):
+    for run in runs:
+        names = run.names
+        directions = [run.objectives[n] for n in names]
+        ok = run.valued[(run.valued["state"] == "COMPLETE") & run.valued["feasible"].astype(bool)]
+        if ok.empty:
+            continue
         trials = run.trials[run.trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"])]
         trials = trials.sort_values("finished_at" if "finished_at" in trials else "number")
         start = float(run.trials["started_at"].min()) if "started_at" in run.trials else math.nan
-        scaled = normalized(ok[names].to_numpy(dtype=float), directions, best, worst)
+        values = ok[names].to_numpy(dtype=float)
         index = {int(n): i for i, n in enumerate(ok["number"])}
         rows, seen = [], []
         for t in trials.itertuples():
             if int(t.number) in index:
                 seen.append(index[int(t.number)])
-            front = scaled[seen]
-            front = front[pareto_mask(front, ["min"] * len(names))] if len(front) else front
-            hv = hypervolume(front, ["min"] * len(names), [1.1] * len(names)) if len(front) else 0.0
+            front = values[seen]
+            front = front[pareto_mask(front, directions)] if len(front) else front
+            hv = hypervolume_fraction(front, directions, run.reference_point)
             finished = float(getattr(t, "finished_at", math.nan))
             rows.append({"number": int(t.number), "minutes": (finished - start) / 60.0, "hypervolume": hv})
         histories[run.label] = pd.DataFrame(rows)
@@ -258,14 +253,15 @@ def hypervolume_figure(runs: Sequence[RunData]) -> go.Figure | None:
                            xref="x2 domain", yref="y2 domain", x=0.5, y=0.5, showarrow=False)
     fig.update_xaxes(title_text="trials finished", row=1, col=1)
     fig.update_xaxes(title_text="minutes since the search started", row=1, col=2)
-    fig.update_yaxes(title_text="hypervolume (scaled objectives)", row=1, col=1)
+    fig.update_yaxes(title_text="hypervolume (fraction of the reference box)", row=1, col=1)
     fig.update_layout(**LAYOUT, height=360, showlegend=len(histories) > 1)
     return fig
 
 
 def waterfall_figure(rows: pd.DataFrame, label: str) -> go.Figure:
     """Returns a model's compression waterfall: test accuracy and latency after each stage,
-    rejected stages in red with their reason on hover, skipped stages named."""
+    rejected stages in red and slower ones in orange with their reason on hover, skipped
+    stages named, and the shipped stage outlined in black."""
     rows = rows.assign(order=rows["stage"].map({s: i for i, s in enumerate(STAGE_ORDER)}))
     rows = rows.sort_values("order")
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
@@ -275,6 +271,8 @@ def waterfall_figure(rows: pd.DataFrame, label: str) -> go.Figure:
     stages = [escape(str(s)) for s in rows["stage"]]
     reasons = [escape(str(r or "")) for r in rows["reason"]]
     colours = [STATUS_COLOUR.get(str(s), "#7f7f7f") for s in rows["status"]]
+    shipped = (rows["deployed"].astype(bool).tolist() if "deployed" in rows.columns
+               else [False] * len(rows))
     for col, metric in ((1, "accuracy"), (2, "latency_ms")):
         values = rows[metric].astype(float)
         first = values.dropna().iloc[0] if values.notna().any() else math.nan
@@ -282,12 +280,16 @@ def waterfall_figure(rows: pd.DataFrame, label: str) -> go.Figure:
         for value, status in zip(values, rows["status"]):
             if status == "skipped" or not math.isfinite(value):
                 text.append(str(status))
+            elif status == "slower" and metric == "latency_ms":
+                text.append(f"{value:.4f} ({first / value:.2f}x, slower)")
             elif metric == "accuracy":
                 text.append(f"{value:.4f} ({100 * (value - first):+.2f} pt)")
             else:
                 text.append(f"{value:.4f} ({first / value:.2f}x)" if value > 0 else f"{value:.4f}")
         fig.add_trace(go.Bar(
             x=stages, y=[v if math.isfinite(v) else 0 for v in values], marker_color=colours,
+            marker_line={"color": ["black" if d else "rgba(0,0,0,0)" for d in shipped],
+                         "width": [3 if d else 0 for d in shipped]},
             text=text, textposition="outside", cliponaxis=False, showlegend=False,
             customdata=[[escape(str(s)), r] for s, r in zip(rows["status"], reasons)],
             hovertemplate="%{x}: %{customdata[0]}<br>%{customdata[1]}<extra></extra>",

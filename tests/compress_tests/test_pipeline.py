@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
 from pathlib import Path
 
@@ -116,3 +117,84 @@ def test_budget_rejects_a_stage_and_the_next_starts_from_the_last_accepted(data,
     assert meta["stage"] == "distilled" and meta["input_layout"] == "NCHW"
     assert meta["preprocessing"]["mean"] == list(data.normalization.mean)
     assert torch.load(tmp_path / "models" / "trial_0" / "model.pt", weights_only=True)
+
+
+class Heavy(nn.Module):
+    """``model`` plus a large convolution whose output adds ~1e-9 to the logits: the same
+    predictions, several times the latency."""
+
+    def __init__(self, model: nn.Module, channels: int) -> None:
+        super().__init__()
+        self.model = model
+        self.heavy = nn.Sequential(nn.Conv2d(channels, 192, 3, padding=1), nn.ReLU(),
+                                   nn.Conv2d(192, 192, 3, padding=1))
+        self.scale = nn.Parameter(torch.tensor(1e-9), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) + self.scale * self.heavy(x).mean()
+
+
+class Slower(CompressionStage):
+    """A float stage as accurate as its input and much slower."""
+
+    name = "pruned"
+
+    def apply(self, ctx: ModelContext, model: nn.Module) -> StageOutput:
+        slow = Heavy(copy.deepcopy(model), ctx.input_shape[1]).eval()
+        return StageOutput(model=slow, files={"pruned.pt": save_pruned(slow)})
+
+
+class SlowerInt8(CompressionStage):
+    """An artifact stage scored more accurate than the baseline, and slower."""
+
+    name = "int8"
+
+    def apply(self, ctx: ModelContext, model: nn.Module) -> StageOutput:
+        from evaluators import export_onnx
+
+        onnx_bytes = export_onnx(Heavy(copy.deepcopy(model), ctx.input_shape[1]).eval(),
+                                 ctx.input_shape)
+        return StageOutput(timed=onnx_bytes, score=lambda x, y: 1.0,
+                           files={"model.int8.onnx": onnx_bytes}, artifact="model.int8.onnx")
+
+
+def test_a_slower_stage_is_recorded_never_shipped_and_the_chain_goes_on_from_the_faster(
+    data, trained, tmp_path: Path
+) -> None:
+    recorder = Record()
+    pipeline = CompressionPipeline([Keep(), Slower(), recorder, SlowerInt8()])
+    records = pipeline.run(context(data, tmp_path, trained), trained)
+    by_stage = {r.stage: r for r in records}
+    base, slow, int8 = by_stage["baseline"], by_stage["pruned"], by_stage["int8"]
+    assert slow.status == "slower" and "slower than its input" in slow.reason
+    assert slow.latency_ms > base.latency_ms and slow.input_stage == "baseline"
+    # the next stage started from the faster model, and the slower one left no file behind
+    assert recorder.seen is not None and not isinstance(recorder.seen, Heavy)
+    folder = tmp_path / "models" / "trial_0"
+    assert not (folder / "pruned.pt").exists() and not (folder / "pruned.onnx").exists()
+    assert by_stage["distilled"].input_stage == "baseline"
+    # more accurate, but slower than its input: recorded, never shipped
+    assert int8.status == "slower" and int8.accuracy == 1.0
+    assert not (folder / "model.int8.onnx").exists()
+    shipped = [r for r in records if r.deployed]
+    assert len(shipped) == 1 and shipped[0].stage in ("baseline", "distilled")
+    assert shipped[0].latency_ms <= base.latency_ms * 1.0000001 or shipped[0].stage == "baseline"
+    assert shipped[0].artifact.endswith(f"{shipped[0].stage}.onnx")
+    summary = json.loads((folder / "deployed.json").read_text())
+    assert summary["stage"] == shipped[0].stage and "slower" in summary["why"]
+    # every accepted float stage is a deployable ONNX file
+    for r in records:
+        if r.status == "ok" and r.stage in ("baseline", "distilled"):
+            onnx.checker.check_model(onnx.load(tmp_path / "models" / r.artifact))
+
+
+def test_stages_of_one_structure_share_one_latency(data, trained, tmp_path: Path) -> None:
+    # distillation changes weights only: its latency is its input's measurement
+    records = CompressionPipeline([Keep(), Record()]).run(context(data, tmp_path, trained), trained)
+    by_stage = {r.stage: r for r in records}
+    assert by_stage["distilled"].latency_ms == by_stage["baseline"].latency_ms
+    assert by_stage["distilled"].status == "ok"
+    # equally fast: the most accurate ships (ties: the earlier stage)
+    shipped = next(r for r in records if r.deployed)
+    best = max(by_stage["baseline"].accuracy, by_stage["distilled"].accuracy)
+    assert shipped.accuracy == best and shipped.speedup == pytest.approx(1.0)
