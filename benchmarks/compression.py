@@ -7,7 +7,7 @@ fine-tuned baseline and at the same accuracy budget (``compress.max_accuracy_dro
 * ``latency``: the run's measured-speed-up target (``compress.prune.speedup``, 1.5 by
   default), channels cut where the profile's measured layer table says time goes;
 * ``macs``: uniform pruning to the MACs ratio the latency target reached on that model and
-  profile, so the two compare at equal MACs.
+  profile, so the two compare at equal MACs (2.0 where the latency target cut nothing).
 
 One table follows, per model, profile, target and stage: test accuracy (and points
 against the baseline), latency measured on the profile, speed-up over the baseline, the
@@ -72,8 +72,8 @@ def chain(ctx: ModelContext, baseline: Given, model: nn.Module) -> list[StageRec
 
 def table(rows: pd.DataFrame) -> str:
     """Returns the results as a Markdown table."""
-    lines = ["| model | profile | pruning target | stage | status | test acc | Δ pt | latency ms "
-             "| speed-up | MACs ratio | shipped |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [("| model | profile | pruning target | stage | status | test acc | Δ pt | latency ms "
+             "| speed-up | MACs ratio | shipped |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def f(value: float, spec: str) -> str:
         return "-" if value is None or (isinstance(value, float) and math.isnan(value)) \

@@ -27,7 +27,7 @@ def _masks(kind: int, n: int, rng: np.random.Generator) -> np.ndarray:
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
     cy = rng.uniform(18, SIZE - 18, (n, 1, 1)).astype(np.float32)
     cx = rng.uniform(18, SIZE - 18, (n, 1, 1)).astype(np.float32)
-    r = rng.uniform(7, 16, (n, 1, 1)).astype(np.float32)
+    r = rng.uniform(9, 18, (n, 1, 1)).astype(np.float32)
     name = CLASSES[kind]
     # a square turned by 45 degrees is a diamond: those two turn by 20 degrees at most
     spread = np.pi / 9 if name in ("square", "diamond") else np.pi
@@ -76,7 +76,7 @@ def make(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         # a linear shading across the image and per-pixel noise
         shade = (rng.uniform(-0.25, 0.25, (m, 1, 1, 1)) * (yy - 0.5)
                  + rng.uniform(-0.25, 0.25, (m, 1, 1, 1)) * (xx - 0.5))
-        contrast = rng.uniform(0.12, 0.45, (m, 1, 1, 1)) * rng.choice([-1.0, 1.0], (m, 1, 1, 1))
+        contrast = rng.uniform(0.25, 0.6, (m, 1, 1, 1)) * rng.choice([-1.0, 1.0], (m, 1, 1, 1))
         tint = rng.uniform(0.4, 1.0, (m, 3, 1, 1))
         image = background + shade + mask * contrast * tint
         # a distractor: a plain rectangle of another colour somewhere
@@ -84,9 +84,9 @@ def make(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         left = rng.integers(0, SIZE - 12, m)
         colour = rng.uniform(0.0, 1.0, (m, 3))
         for j in range(m):
-            h, w = rng.integers(5, 12, 2)
+            h, w = rng.integers(4, 9, 2)
             image[j, :, top[j]:top[j] + h, left[j]:left[j] + w] = colour[j][:, None, None]
-        image += rng.normal(0, rng.uniform(0.04, 0.12), (m, 1, 1, 1)) * rng.standard_normal(image.shape)
+        image += rng.uniform(0.02, 0.08, (m, 1, 1, 1)) * rng.standard_normal(image.shape)
         x[idx] = np.clip(image * 255, 0, 255).astype(np.uint8)
     return x, y.astype(np.int64)
 

@@ -24,9 +24,15 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 import torch_pruning as tp
+from torch import nn
 
-__all__ = ["ImportanceCriterion", "get_importance", "list_importances", "register_importance"]
+__all__ = [
+    "ImportanceCriterion", "fill_gradients", "get_importance", "list_importances",
+    "register_importance",
+]
 
 ImportanceFactory = Callable[[], tp.importance.Importance]
 
@@ -97,6 +103,23 @@ def get_importance(name: str) -> ImportanceCriterion:
             f"compress.prune.importance: must be one of {list_importances()}, got {name!r} "
             "(a new criterion registers with compress.register_importance)"
         ) from None
+
+
+def fill_gradients(
+    model: nn.Module, example_inputs: torch.Tensor,
+    calibration: tuple[torch.Tensor, torch.Tensor] | None,
+) -> None:
+    """Fills ``.grad`` for a gradient-based criterion with one backward pass of the
+    cross-entropy on ``calibration`` ``(x, y)``, or on ``example_inputs`` labelled with the
+    model's own predictions."""
+    model.zero_grad(set_to_none=True)
+    if calibration is not None:
+        x, y = calibration
+        logits = model(x)
+    else:
+        logits = model(example_inputs)
+        y = logits.detach().argmax(dim=1)
+    F.cross_entropy(logits, y).backward()  # type: ignore[no-untyped-call]
 
 
 @register_importance("magnitude")

@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
-from compress._importance import ImportanceCriterion
+from compress._importance import ImportanceCriterion, fill_gradients
 from compress._latency_table import LayerLatencyTable, LayerSpec
 
 __all__ = ["LatencyAwarePruner", "PlannedCut"]
@@ -277,7 +276,7 @@ class LatencyAwarePruner:
         self.graph = graph
         importance = self.criterion.build()
         if self.criterion.needs_gradients:
-            self._backward()
+            fill_gradients(self.model, self.example_inputs, self.calibration)
         names = {m: n for n, m in self.model.named_modules()}
         groups = []
         for group in graph.get_all_groups(ignored_layers=self.ignored,
@@ -321,17 +320,6 @@ class LatencyAwarePruner:
             if module not in members:
                 members[module] = _Member(module, side)
         return list(members.values()) or None
-
-    def _backward(self) -> None:
-        """Fills ``.grad`` from a calibration batch (labels: the model's own predictions)."""
-        self.model.zero_grad(set_to_none=True)
-        if self.calibration is not None:
-            x, y = self.calibration
-            logits = self.model(x)
-        else:
-            logits = self.model(self.example_inputs)
-            y = logits.detach().argmax(dim=1)
-        F.cross_entropy(logits, y).backward()  # type: ignore[no-untyped-call]
 
     def _apply(self, planned: dict[str, PlannedCut]) -> None:
         """Removes each planned cut's least important channels from the model (with the graph

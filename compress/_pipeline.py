@@ -211,7 +211,7 @@ class CompressionPipeline:
                       and lat.median_ms > ref.median_ms]
             if slower:
                 name, ref = slower[0]
-                record = dataclasses.replace(record, status="slower", reason=(
+                record = _verdict(record, "slower", (
                     f"measured side by side, {lat.median_ms:.4f} ms is "
                     f"{lat.median_ms / ref.median_ms:.2f}x {name}'s {ref.median_ms:.4f} ms on "
                     f"profile {ctx.profile.name!r}: not shipped"))
@@ -232,12 +232,12 @@ class CompressionPipeline:
         budget = ctx.settings.max_accuracy_drop
         drop = 100.0 * (baseline.accuracy - record.accuracy)
         if drop > budget:
-            return dataclasses.replace(record, status="rejected", reason=(
+            return _verdict(record, "rejected", (
                 f"test accuracy {record.accuracy:.4f} is {drop:.2f} points below the "
                 f"baseline's {baseline.accuracy:.4f} (budget {budget:g}); the next stage "
                 f"starts from the {parent.stage if parent else 'baseline'} model"))
         if parent is not None and record.latency_ms > parent.latency_ms:
-            return dataclasses.replace(record, status="slower", reason=(
+            return _verdict(record, "slower", (
                 f"{record.latency_ms:.4f} ms is {record.latency_ms / parent.latency_ms:.2f}x "
                 f"the {parent.stage} model's {parent.latency_ms:.4f} ms on profile "
                 f"{ctx.profile.name!r}: slower than its input, so the next stage starts from "
@@ -284,6 +284,12 @@ def deployed_summary(records: Sequence[StageRecord]) -> dict[str, Any]:
     return {"model_id": chosen.model_id, "stage": chosen.stage, "artifact": chosen.artifact,
             "accuracy": chosen.accuracy, "latency_ms": chosen.latency_ms,
             "speedup": chosen.speedup, "why": why}
+
+
+def _verdict(record: StageRecord, status: str, why: str) -> StageRecord:
+    """Returns ``record`` with ``status``, its reason ``why`` followed by what the stage said."""
+    return dataclasses.replace(record, status=status,
+                               reason=why + (f" [{record.reason}]" if record.reason else ""))
 
 
 def _samples_json(latency: Latency) -> str:

@@ -34,11 +34,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
-from compress._importance import ImportanceCriterion, get_importance
+from compress._importance import ImportanceCriterion, fill_gradients, get_importance
 from compress._latency_pruning import LatencyAwarePruner
 from compress._latency_table import LayerLatencyTable
 from evaluators import atomic_write_text, count_macs, count_params
@@ -194,22 +193,11 @@ class _Shrinker:
                 )
             self.model.eval()
             if self.criterion.needs_gradients:
-                self._backward()
+                fill_gradients(self.model, self.example_inputs, self.calibration)
             self.pruner.step()
             self.model.zero_grad(set_to_none=True)
             self.macs = count_macs(self.model, self.shape)
         return self.macs
-
-    def _backward(self) -> None:
-        """Fills ``.grad`` from a calibration batch (labels: the model's own predictions)."""
-        self.model.zero_grad(set_to_none=True)
-        if self.calibration is not None:
-            x, y = self.calibration
-            logits = self.model(x)
-        else:
-            logits = self.model(self.example_inputs)
-            y = logits.detach().argmax(dim=1)
-        F.cross_entropy(logits, y).backward()  # type: ignore[no-untyped-call]
 
 
 def _default_ignored(model: nn.Module) -> list[nn.Module]:
@@ -350,6 +338,7 @@ def _prune_macs(
     base_macs, base_params = shrinker.macs, count_params(pruned)
     steps: list[PruneStep] = []
     note = ""
+    history: list[list[Any]] = []
     for i in range(iterations):  # geometric goals: the same MACs factor per step
         snapshot = copy.deepcopy(pruned)
         try:
@@ -365,6 +354,7 @@ def _prune_macs(
         if undone:
             pruned, note = snapshot, f"step {i}: {undone}"
             break
+        history = json.loads(json.dumps(shrinker.pruner.pruning_history()))
         if base_macs / macs >= target.ratio:
             break
     macs_after = count_macs(pruned, tuple(example_inputs.shape))
@@ -373,7 +363,7 @@ def _prune_macs(
         macs_before=base_macs, macs_after=macs_after, params_before=base_params,
         params_after=count_params(pruned), latency_before_ms=None, latency_after_ms=None,
         steps=tuple(steps), target_met=base_macs / macs_after >= target.ratio, note=note,
-        history=[] if note else json.loads(json.dumps(shrinker.pruner.pruning_history())),
+        history=history,
     )
 
 
@@ -401,9 +391,14 @@ def _prune_latency(
     steps: list[PruneStep] = []
     note = ""
     latency = base_ms
+    if base_ms <= final_ms:
+        note = (f"the model already runs in {base_ms:.4f} ms on profile {profile.name!r}, "
+                f"within the {final_ms:.4f} ms target")
+        iterations = 0
     for i in range(iterations):
-        goal = base_ms * (final_ms / base_ms) ** ((i + 1) / iterations) if final_ms < base_ms \
-            else final_ms
+        goal = base_ms * (final_ms / base_ms) ** ((i + 1) / iterations)
+        if latency <= goal:  # an earlier step's last cut went past this goal too
+            continue
         snapshot, history_len, before = copy.deepcopy(pruned), len(pruner.history), latency
         cuts = pruner.step(goal)
         latency = pruner.latency_ms
@@ -425,10 +420,9 @@ def _prune_latency(
             break
         if latency <= final_ms:
             break
-        if latency > goal:
-            note = (f"step {i}: reached {latency:.4f} ms of its {goal:.4f} ms goal; the "
-                    "remaining cuts save too little time on this device")
-            break
+    if not note and latency > final_ms:
+        note = (f"reached {base_ms / latency:.2f}x of the {base_ms / final_ms:.2f}x asked: the "
+                f"remaining cuts save too little time on profile {profile.name!r}")
     return PruneResult(
         model=pruned.eval(), importance=criterion.name, target=_target_dict(target),
         macs_before=base_macs, macs_after=count_macs(pruned, shape), params_before=base_params,

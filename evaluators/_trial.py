@@ -14,6 +14,7 @@ import torch
 from evaluators._accuracy import accuracy, recalibrate_batchnorm
 from evaluators._cost import count_macs, count_params
 from evaluators._data import DataSplits
+from evaluators._plugins import import_plugins
 from evaluators._train import OptimConfig, cross_entropy_step, train
 from evaluators.latency import DeviceLock, LatencyCache, LatencyMeter
 from search_spaces import Arch, Supernet, get_search_space
@@ -63,6 +64,7 @@ class SupernetEvaluator(TrialEvaluator):
     finetune_lr: float = 1e-3
     seed: int = 0
     calibration_batches: int = 8  # INT8 profiles: batches the quantiser calibrates on
+    plugins: tuple[str, ...] = ()  # the config's plugins: a worker imports them first
     _supernet: Supernet | None = field(default=None, init=False, repr=False)
 
     def metrics(self) -> tuple[str, ...]:
@@ -75,6 +77,7 @@ class SupernetEvaluator(TrialEvaluator):
     def supernet(self) -> Supernet:
         """Returns the supernet with the trained weights (built once per evaluator copy)."""
         if self._supernet is None:
+            import_plugins(self.plugins)  # a user's search space registers itself there
             space = get_search_space(self.space_name, **self.space_options)
             supernet = space.build_supernet(
                 num_classes=self.data.num_classes, in_channels=self.data.input_shape[1]

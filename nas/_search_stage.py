@@ -133,6 +133,7 @@ class SearchStage(Stage):
             batch_size=spec.data.batch_size,
             recalibration_batches=spec.search.recalibration_batches,
             calibration_batches=spec.compress.calibration_batches,
+            plugins=spec.plugins,
             finetune_epochs=spec.search.finetune_epochs,
             seed=spec.experiment.seed,
         )

@@ -74,6 +74,27 @@ class ChoiceSpace(ABC):
                 seen.add(arch)
                 yield arch
 
+    def canonical_values(self, params: Mapping[str, ArchValue]) -> dict[str, ArchValue]:
+        """Returns ``params`` checked, each value replaced by the equal allowed one (so numpy
+        numbers, or ``1`` given for ``1.0``, decode to the same arch); a building block of
+        ``decode``.
+
+        Raises:
+            SearchSpaceError: a choice is missing, unknown or has a value not allowed (a
+                bool is never taken for a number).
+        """
+        self.validate_params(params)
+        values: dict[str, ArchValue] = {}
+        for name, allowed in self.choices().items():
+            value = params[name]
+            if isinstance(value, bool) and not any(isinstance(a, bool) for a in allowed):
+                raise SearchSpaceError(
+                    f"search space {self.name!r}: choice {name!r} must be one of "
+                    f"{list(allowed)}, got {value!r}"
+                )
+            values[name] = allowed[list(allowed).index(value)]
+        return values
+
     def validate_params(self, params: Mapping[str, ArchValue]) -> None:
         """Checks that ``params`` gives an allowed value for every choice.
 
@@ -119,15 +140,19 @@ class Supernet(nn.Module, ABC):
 
 
 class SearchSpace(ChoiceSpace):
-    """A choice space that can be trained as one weight-sharing supernet."""
+    """A choice space that can be trained as one weight-sharing supernet.
 
-    @abstractmethod
+    ``max_arch`` and ``min_arch`` take every choice's last and first value: a space lists
+    each choice's values from cheapest to most expensive, or overrides them.
+    """
+
     def max_arch(self) -> Arch:
         """Returns the largest subnet (every choice at its most expensive value)."""
+        return self.decode({name: values[-1] for name, values in self.choices().items()})
 
-    @abstractmethod
     def min_arch(self) -> Arch:
         """Returns the smallest subnet (every choice at its cheapest value)."""
+        return self.decode({name: values[0] for name, values in self.choices().items()})
 
     @abstractmethod
     def build_supernet(self, num_classes: int, in_channels: int) -> Supernet:

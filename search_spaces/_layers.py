@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-__all__ = ["ActLayer", "SqueezeExcite", "get_act_layer"]
+__all__ = ["ActLayer", "PooledClassifier", "SqueezeExcite", "get_act_layer"]
 
 ActLayer = str | type[nn.Module] | None
 
@@ -67,3 +67,45 @@ class SqueezeExcite(nn.Module):
         scale = self.conv_expand(self.act(self.conv_reduce(scale)))
         gate: Tensor = self.gate(scale)
         return x * gate
+
+
+class PooledClassifier(nn.Module):
+    """The interface every network of a space exposes (timm's): ``forward_features`` (the
+    subclass's), then ``forward_head``: global average pooling, dropout and the classifier.
+
+    Subclasses set ``global_pool``, ``flatten``, ``dropout`` and ``classifier`` and define
+    ``forward_features`` and ``num_features``.
+    """
+
+    global_pool: nn.Module
+    flatten: nn.Module
+    dropout: nn.Module
+    classifier: nn.Module
+    num_classes: int
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Returns the feature map before pooling, (B, num_features, H', W')."""
+        raise NotImplementedError
+
+    @property
+    def num_features(self) -> int:
+        """The width of the pooled features that enter the classifier."""
+        raise NotImplementedError
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Pools the features and returns logits (or the pooled features if ``pre_logits``)."""
+        x = self.dropout(self.flatten(self.global_pool(x)))  # (B, num_features)
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replaces the classifier by a new one with ``num_classes`` outputs (0: identity)."""
+        self.num_classes = num_classes
+        ref = next(self.parameters())
+        self.classifier = (
+            nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
+            if num_classes > 0
+            else nn.Identity()
+        )

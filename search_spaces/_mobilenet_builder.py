@@ -20,7 +20,7 @@ from search_spaces._elastic import (
     ElasticDepthwiseConv2d,
     ElasticSqueezeExcite,
 )
-from search_spaces._layers import SqueezeExcite, get_act_layer
+from search_spaces._layers import PooledClassifier, SqueezeExcite, get_act_layer
 
 __all__ = [
     "BlockCfg",
@@ -115,7 +115,7 @@ class InvertedResidual(_InvertedResidualForward):
 
 
 
-class MobileNetV3(nn.Module):
+class MobileNetV3(PooledClassifier):
     """A static MobileNetV3-style network built from a ``MobileNetV3Cfg``.
 
     Howard et al., 2019, "Searching for MobileNetV3". Hard-swish stem and head, stages of
@@ -157,24 +157,6 @@ class MobileNetV3(nn.Module):
         x = self.act2(self.bn2(self.conv_head(x)))  # (B, head_channels, H', W')
         return x
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Pools the features and returns logits (or the pooled features if ``pre_logits``)."""
-        x = self.flatten(self.global_pool(x))  # (B, head_channels)
-        x = self.dropout(x)
-        return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replaces the classifier by a new one with ``num_classes`` outputs (0: identity)."""
-        self.num_classes = num_classes
-        ref = self.conv_head.weight
-        self.classifier = (
-            nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
-            if num_classes > 0
-            else nn.Identity()
-        )
 
 
 class ElasticInvertedResidual(_InvertedResidualForward):

@@ -18,6 +18,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from search_spaces._elastic import ElasticBatchNorm2d, ElasticConv2d
+from search_spaces._layers import PooledClassifier
 
 __all__ = [
     "BlockKind",
@@ -205,7 +206,7 @@ class ElasticResBlock(_ResBlockForward):
                 source.copy_to(target)
 
 
-class ResNet(nn.Module):
+class ResNet(PooledClassifier):
     """A static ResNet built from a ``ResNetCfg``.
 
     He et al., 2016, "Deep Residual Learning for Image Recognition", in the Once-for-All
@@ -243,20 +244,3 @@ class ResNet(nn.Module):
         x = self.blocks(x)
         return x
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Pools the features and returns logits (or the pooled features if ``pre_logits``)."""
-        x = self.dropout(self.flatten(self.global_pool(x)))  # (B, last_channels)
-        return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replaces the classifier by a new one with ``num_classes`` outputs (0: identity)."""
-        self.num_classes = num_classes
-        ref = self.bn1.weight
-        self.classifier = (
-            nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
-            if num_classes > 0
-            else nn.Identity()
-        )

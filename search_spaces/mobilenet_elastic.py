@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from typing import Literal, cast
 
@@ -34,8 +33,9 @@ from pydantic import (
 from torch import Tensor, nn
 
 from search_spaces._arch import Arch, ArchValue
-from search_spaces._base import SearchSpace, SearchSpaceError, Supernet
+from search_spaces._base import SearchSpace, Supernet
 from search_spaces._elastic import make_divisible
+from search_spaces._layers import PooledClassifier
 from search_spaces._mobilenet_builder import (
     BlockCfg,
     ElasticInvertedResidual,
@@ -43,6 +43,7 @@ from search_spaces._mobilenet_builder import (
     MobileNetV3,
     MobileNetV3Cfg,
 )
+from search_spaces._options import check_choice_values, check_one_per_stage
 from search_spaces._registry import register_search_space
 
 __all__ = [
@@ -105,11 +106,8 @@ class MobileNetElasticOptions(BaseModel):
     def _non_empty_increasing(
         cls, value: tuple[int, ...], info: ValidationInfo
     ) -> tuple[int, ...]:
-        if not value:
-            raise ValueError(f"{info.field_name} must not be empty")
-        increasing = all(a < b for a, b in itertools.pairwise(value))
-        if info.field_name != "stage_channels" and not increasing:
-            raise ValueError(f"{info.field_name} must be strictly increasing, got {list(value)}")
+        field = str(info.field_name)
+        check_choice_values(value, field, increasing=field != "stage_channels")
         return value
 
     @field_validator("kernel_sizes")
@@ -121,14 +119,9 @@ class MobileNetElasticOptions(BaseModel):
 
     @model_validator(mode="after")
     def _one_entry_per_stage(self) -> MobileNetElasticOptions:
-        num_stages = len(self.stage_channels)
-        for field in ("stage_strides", "use_se", "activations"):
-            got = len(getattr(self, field))
-            if got != num_stages:
-                raise ValueError(
-                    f"{field} must have one entry per stage: stage_channels has "
-                    f"{num_stages} entries, {field} has {got}"
-                )
+        check_one_per_stage(len(self.stage_channels), {
+            field: len(getattr(self, field)) for field in ("stage_strides", "use_se", "activations")
+        })
         return self
 
 
@@ -172,27 +165,12 @@ class MobileNetElasticSpace(SearchSpace):
         Raises:
             SearchSpaceError: a choice is missing, unknown, or has a value not allowed.
         """
-        self.validate_params(params)
-        values: dict[str, ArchValue] = {}
-        for name, allowed in self._choices.items():
-            value = params[name]
-            if isinstance(value, bool):
-                raise SearchSpaceError(
-                    f"search space {self.name!r}: choice {name!r} must be one of "
-                    f"{list(allowed)}, got {value!r}"
-                )
-            values[name] = int(value)
+        values = self.canonical_values(params)
         for s in range(self.num_stages):
             for b in range(int(values[f"d{s}"]), self.max_depth):
                 values[f"k{s}_{b}"] = self.options.kernel_sizes[0]
                 values[f"e{s}_{b}"] = self.options.expand_ratios[0]
         return Arch(values)
-
-    def max_arch(self) -> Arch:
-        return self.decode({name: values[-1] for name, values in self._choices.items()})
-
-    def min_arch(self) -> Arch:
-        return self.decode({name: values[0] for name, values in self._choices.items()})
 
     def num_archs(self) -> int:
         """Returns the exact number of distinct archs (distinct networks) in the space."""
@@ -293,7 +271,7 @@ class MobileNetElasticSpace(SearchSpace):
         return ElasticMobileNetV3(self, num_classes=num_classes, in_channels=in_channels)
 
 
-class ElasticMobileNetV3(Supernet):
+class ElasticMobileNetV3(PooledClassifier, Supernet):
     """The weight-sharing supernet of a ``MobileNetElasticSpace``; starts at the max arch.
 
     Its stem, head and classifier are shared as is; every block holds the weights of its
@@ -368,14 +346,6 @@ class ElasticMobileNetV3(Supernet):
                 x = block(x)
         x = self.act2(self.bn2(self.conv_head(x)))  # (B, head_channels, H', W')
         return x
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Pools the features and returns logits (or the pooled features if ``pre_logits``)."""
-        x = self.dropout(self.flatten(self.global_pool(x)))
-        return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
     def extract(self, arch: Mapping[str, ArchValue]) -> MobileNetV3:
         """Returns a static ``MobileNetV3`` with ``arch``'s weights copied out of the supernet.

@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, cast
@@ -36,13 +35,15 @@ from pydantic import (
 from torch import Tensor, nn
 
 from search_spaces._arch import Arch, ArchValue
-from search_spaces._base import SearchSpace, SearchSpaceError, Supernet
+from search_spaces._base import SearchSpace, Supernet
 from search_spaces._elastic import (
     ElasticBatchNorm2d,
     ElasticConv2d,
     ElasticLinear,
     make_divisible,
 )
+from search_spaces._layers import PooledClassifier
+from search_spaces._options import check_choice_values, check_one_per_stage
 from search_spaces._registry import register_search_space
 from search_spaces._resnet_builder import (
     BlockKind,
@@ -148,21 +149,13 @@ class ResNetElasticOptions(BaseModel):
     def _non_empty_increasing(
         cls, value: tuple[float, ...], info: ValidationInfo
     ) -> tuple[float, ...]:
-        if not value:
-            raise ValueError(f"{info.field_name} must not be empty")
-        increasing = all(a < b for a, b in itertools.pairwise(value))
-        if info.field_name != "stage_channels" and not increasing:
-            raise ValueError(f"{info.field_name} must be strictly increasing, got {list(value)}")
+        field = str(info.field_name)
+        check_choice_values(value, field, increasing=field != "stage_channels")
         return value
 
     @model_validator(mode="after")
     def _one_stride_per_stage(self) -> ResNetElasticOptions:
-        num_stages, got = len(self.stage_channels), len(self.stage_strides)
-        if got != num_stages:
-            raise ValueError(
-                f"stage_strides must have one entry per stage: stage_channels has "
-                f"{num_stages} entries, stage_strides has {got}"
-            )
+        check_one_per_stage(len(self.stage_channels), {"stage_strides": len(self.stage_strides)})
         return self
 
 
@@ -212,26 +205,11 @@ class ResNetElasticSpace(SearchSpace):
         Raises:
             SearchSpaceError: a choice is missing, unknown, or has a value not allowed.
         """
-        self.validate_params(params)
-        values: dict[str, ArchValue] = {}
-        for name, allowed in self._choices.items():
-            value = params[name]
-            if isinstance(value, bool):
-                raise SearchSpaceError(
-                    f"search space {self.name!r}: choice {name!r} must be one of "
-                    f"{list(allowed)}, got {value!r}"
-                )
-            values[name] = allowed[allowed.index(value)]
+        values = self.canonical_values(params)
         for s in range(self.num_stages):
             for b in range(int(values[f"d{s}"]), self.max_depth):
                 values[f"e{s}_{b}"] = self.options.expand_ratios[0]
         return Arch(values)
-
-    def max_arch(self) -> Arch:
-        return self.decode({name: values[-1] for name, values in self._choices.items()})
-
-    def min_arch(self) -> Arch:
-        return self.decode({name: values[0] for name, values in self._choices.items()})
 
     def num_archs(self) -> int:
         """Returns the exact number of distinct archs in the space.
@@ -349,7 +327,7 @@ class ResNetElasticSpace(SearchSpace):
         return ElasticResNet(self, num_classes=num_classes, in_channels=in_channels)
 
 
-class ElasticResNet(Supernet):
+class ElasticResNet(PooledClassifier, Supernet):
     """The weight-sharing supernet of a ``ResNetElasticSpace``; starts at the max arch.
 
     Every layer holds the weights of the largest subnet and runs the first channels of
@@ -407,14 +385,6 @@ class ElasticResNet(Supernet):
                 x = block(x)
         return x  # (B, last_channels, H', W')
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Pools the features and returns logits (or the pooled features if ``pre_logits``)."""
-        x = self.dropout(self.flatten(self.global_pool(x)))  # (B, last_channels)
-        return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
     def extract(self, arch: Mapping[str, ArchValue]) -> ResNet:
         """Returns a static ``ResNet`` with ``arch``'s weights copied out of the supernet.
 
@@ -429,7 +399,7 @@ class ElasticResNet(Supernet):
         net = ResNet(cfg).to(device=weight.device, dtype=weight.dtype)
         self.conv_stem.copy_to(cast(nn.Conv2d, net.conv_stem))
         self.bn1.copy_to(net.bn1)
-        self.classifier.copy_to(cast(nn.Linear, net.classifier))
+        cast(ElasticLinear, self.classifier).copy_to(cast(nn.Linear, net.classifier))
         for blocks, static_blocks in zip(self._stages(), net.blocks):
             for block, static_block in zip(blocks, cast(nn.Sequential, static_blocks)):
                 block.copy_to(cast(ResBlock, static_block))

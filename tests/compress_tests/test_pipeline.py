@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -198,3 +199,29 @@ def test_stages_of_one_structure_share_one_latency(data, trained, tmp_path: Path
     shipped = next(r for r in records if r.deployed)
     best = max(by_stage["baseline"].accuracy, by_stage["distilled"].accuracy)
     assert shipped.accuracy == best and shipped.speedup == pytest.approx(1.0)
+
+
+def test_openvino_profiles_quantise_with_nncf_and_ship_by_measurement(
+    data, trained, tmp_path: Path
+) -> None:
+    from compress._int8_stage import Int8Stage
+    from evaluators.latency import OpenVINOIR
+
+    profile = HardwareProfile(**{**load_profile("cpu-openvino").model_dump(), "warmup": 2,
+                                 "repeats": 10, "max_cv": None})
+    ctx = context(data, tmp_path, trained)
+    ctx = dataclasses.replace(ctx, profile=profile, meter=LatencyMeter(
+        profile, lock=DeviceLock("cpu", lock_dir=tmp_path)))
+    records = CompressionPipeline([Keep(), Int8Stage()]).run(ctx, trained)
+    int8 = next(r for r in records if r.stage == "int8")
+    assert int8.artifact == "trial_0/model.int8.xml" and "path=NNCF" in int8.reason
+    assert int8.status in ("ok", "slower")
+    assert abs(int8.accuracy - records[0].accuracy) <= 0.05
+    shipped = next(r for r in records if r.deployed)
+    assert shipped.latency_ms <= records[0].latency_ms
+    folder = tmp_path / "models" / "trial_0"
+    if int8.status == "ok":  # the IR is written beside the ONNX files and loads
+        ir = OpenVINOIR.load(folder / "model.int8.xml")
+        assert b"FakeQuantize" in ir.xml and (folder / "model.int8.bin").exists()
+    else:
+        assert not (folder / "model.int8.xml").exists()
