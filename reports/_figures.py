@@ -277,8 +277,10 @@ def waterfall_figure(rows: pd.DataFrame, label: str) -> go.Figure:
         values = rows[metric].astype(float)
         first = values.dropna().iloc[0] if values.notna().any() else math.nan
         text = []
-        for value, status in zip(values, rows["status"]):
-            if status == "skipped" or not math.isfinite(value):
+        for value, status, ships in zip(values, rows["status"], shipped):
+            if ships and math.isfinite(value) and metric == "latency_ms":
+                text.append(f"{value:.4f} ({first / value:.2f}x) shipped")
+            elif status == "skipped" or not math.isfinite(value):
                 text.append(str(status))
             elif status == "slower" and metric == "latency_ms":
                 text.append(f"{value:.4f} ({first / value:.2f}x, slower)")

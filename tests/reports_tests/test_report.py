@@ -54,7 +54,9 @@ def test_report_renders_in_chromium_with_every_trial_plotted(
     front = pd.read_csv(root / "pareto.csv")
     assert [n for _, meta, n in plotted if meta == "front"] == [len(front)]
     assert len(front) >= 2
-    assert [n for _, meta, n in plotted if meta == "deployed"] == [2]
+    deployed = pd.read_csv(root / "deployed_pareto.csv")
+    assert [n for _, meta, n in plotted if meta == "deployed"] == [len(deployed)]
+    assert len(deployed) >= 2
     # every figure drew: Pareto, hypervolume, and per model a waterfall and a latency plot
     figures = page.evaluate("() => document.querySelectorAll('.plot .main-svg').length")  # type: ignore[attr-defined]
     assert figures >= 2 + 2 * front["arch"].nunique() - 2
@@ -167,3 +169,24 @@ def test_budgets_step_only_through_models_that_gain_accuracy(run_factory: MakeRu
     rows, _ = recommendations(run, tmp_path)
     assert [r["model"] for r in rows] == ["a", "c"]
     assert rows[0]["budget"] == "0.1000 ms to 0.2000 ms" and rows[1]["budget"] == "0.2000 ms or more"
+
+
+def test_a_slower_int8_is_never_recommended_and_the_page_says_why(
+    run_factory: MakeRun, tmp_path: Path
+) -> None:
+    from reports._content import decision, recommendations
+
+    root = run_factory("int8-slower", trials=24, failures=0, int8_slower=True)
+    [run] = load_runs([root])
+    rows, _ = recommendations(run, tmp_path)
+    assert rows and all(r["stage"] in ("baseline", "distilled") for r in rows)
+    assert all(r["artifact"].endswith(f"{r['stage']}.onnx") for r in rows)
+    assert all("int8 was slower on this profile" in r["why"] for r in rows)
+    model = next(r["model"] for r in rows if r["stage"] == "distilled")
+    sentence = decision(run, model)
+    assert sentence.startswith("Ships distilled.onnx") and "int8 was slower" in sentence
+    out = tmp_path / "report.html"
+    write_report([root], out)
+    html = out.read_text()
+    assert "model.int8.onnx</a>" not in html.split('id="recommendation"')[1].split("</section>")[0]
+    assert "Ships distilled.onnx" in html
