@@ -78,9 +78,16 @@ def refresh_batchnorm(ctx: ModelContext, model: nn.Module) -> None:
 
 
 class CompressionStage(ABC):
-    """One step of the per-model pipeline; it never mutates its input model."""
+    """One step of the per-model pipeline; it never mutates its input model.
+
+    Attributes:
+        name: The stage's name in ``compression.parquet``.
+        recoverable: An over-budget result still goes on to the next stage, whose training
+            may win the accuracy back (pruning before distillation); it never ships itself.
+    """
 
     name: str = ""
+    recoverable: bool = False
 
     @abstractmethod
     def apply(self, ctx: ModelContext, model: nn.Module) -> StageOutput:

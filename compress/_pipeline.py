@@ -103,6 +103,7 @@ class CompressionPipeline:
         records: list[StageRecord] = []
         accepted: dict[str, _Timed] = {}
         current, parent = model, None
+        last_ok: tuple[nn.Module, StageRecord | None] = (model, None)
         baseline: StageRecord | None = None
         int8_onnx: bytes | None = None
         for stage in [*self.stages, TensorRTStage()]:
@@ -124,7 +125,7 @@ class CompressionPipeline:
             record = self._measure(ctx, stage.name, out, timed, key)
             if baseline is None:
                 baseline, ctx.baseline = record, out.model
-            record = self._judge(ctx, record, baseline, parent)
+            record = self._judge(ctx, record, baseline, parent, last_ok[1])
             if record.status == "ok":
                 for name, data in out.files.items():
                     atomic_write_bytes(ctx.out_dir / name, data)
@@ -132,8 +133,20 @@ class CompressionPipeline:
                     accepted[stage.name] = _Timed(record, timed, key)
                 if out.model is not None:
                     current, parent = out.model, record
+                    last_ok = (current, parent)
                 if out.onnx is not None:
                     int8_onnx = out.onnx
+            elif record.status == "rejected" and stage.recoverable and out.model is not None:
+                # the next stage trains on: it starts from this model, which never ships
+                for name, data in out.files.items():
+                    if name != out.artifact:
+                        atomic_write_bytes(ctx.out_dir / name, data)
+                current, parent = out.model, record
+                record = dataclasses.replace(record, reason=record.reason.replace(
+                    "the next stage starts from the", "the next stage trains on from it; "
+                    "if it cannot win the accuracy back, the chain goes on from the", 1))
+            else:  # over the budget or slower: go on from the last accepted model
+                current, parent = last_ok
             records.append(record)
             if on_stage is not None:
                 on_stage(record)
@@ -222,26 +235,29 @@ class CompressionPipeline:
 
     @staticmethod
     def _judge(
-        ctx: ModelContext, record: StageRecord, baseline: StageRecord, parent: StageRecord | None
+        ctx: ModelContext, record: StageRecord, baseline: StageRecord,
+        parent: StageRecord | None, fallback: StageRecord | None,
     ) -> StageRecord:
-        """Returns ``record`` rejected (over the accuracy budget), slower (than the model it
-        started from) or accepted."""
+        """Returns ``record`` rejected (over the accuracy budget), slower (than ``parent``, the
+        model it started from) or accepted; ``fallback`` is the last accepted stage, where the
+        chain goes on from when it is not."""
         record = dataclasses.replace(record, input_stage=parent.stage if parent else "")
         if not math.isfinite(record.accuracy):
             return record
         budget = ctx.settings.max_accuracy_drop
         drop = 100.0 * (baseline.accuracy - record.accuracy)
+        back = fallback.stage if fallback else "baseline"
         if drop > budget:
             return _verdict(record, "rejected", (
                 f"test accuracy {record.accuracy:.4f} is {drop:.2f} points below the "
                 f"baseline's {baseline.accuracy:.4f} (budget {budget:g}); the next stage "
-                f"starts from the {parent.stage if parent else 'baseline'} model"))
+                f"starts from the {back} model"))
         if parent is not None and record.latency_ms > parent.latency_ms:
             return _verdict(record, "slower", (
                 f"{record.latency_ms:.4f} ms is {record.latency_ms / parent.latency_ms:.2f}x "
                 f"the {parent.stage} model's {parent.latency_ms:.4f} ms on profile "
                 f"{ctx.profile.name!r}: slower than its input, so the next stage starts from "
-                f"the {parent.stage} model"))
+                f"the {back} model"))
         return record
 
     @staticmethod

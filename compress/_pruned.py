@@ -29,6 +29,7 @@ class PrunedStage(CompressionStage):
     """
 
     name = "pruned"
+    recoverable = True  # distillation, next, may win back what pruning cost
 
     def apply(self, ctx: ModelContext, model: nn.Module) -> StageOutput:
         """Returns the pruned model and its pruning plan (``prune_plan.json``).

@@ -20,6 +20,7 @@ from compress import (
     CompressSettings,
     ModelContext,
     StageOutput,
+    StageSkipped,
     read_metadata,
     save_pruned,
 )
@@ -225,3 +226,63 @@ def test_openvino_profiles_quantise_with_nncf_and_ship_by_measurement(
         assert b"FakeQuantize" in ir.xml and (folder / "model.int8.bin").exists()
     else:
         assert not (folder / "model.int8.xml").exists()
+
+
+class RecoverableBreak(Break):
+    """Pruning that lost too much accuracy: the next stage may win it back."""
+
+    recoverable = True
+
+
+class Heal(CompressionStage):
+    """Distillation that wins the accuracy back (here: the baseline's weights again)."""
+
+    name = "distilled"
+
+    def apply(self, ctx: ModelContext, model: nn.Module) -> StageOutput:
+        assert ctx.baseline is not None
+        healed = copy.deepcopy(ctx.baseline)
+        return StageOutput(model=healed, files={"distilled.pt": save_pruned(healed)})
+
+
+class Seen(CompressionStage):
+    """Records the model it was given (as the INT8 stage would start from it)."""
+
+    name = "int8"
+
+    def __init__(self) -> None:
+        self.seen: nn.Module | None = None
+
+    def apply(self, ctx: ModelContext, model: nn.Module) -> StageOutput:
+        self.seen = model
+        raise StageSkipped("recording only")
+
+
+def _zeroed(model: nn.Module) -> bool:
+    return all(float(m.weight.detach().abs().sum()) == 0 for m in model.modules()
+               if isinstance(m, nn.Linear))
+
+
+def test_an_over_budget_recoverable_stage_feeds_the_next_and_never_ships(
+    data, trained, tmp_path: Path
+) -> None:
+    seen = Seen()
+    records = CompressionPipeline([Keep(), RecoverableBreak(), Heal(), seen]).run(
+        context(data, tmp_path, trained), trained)
+    by_stage = {r.stage: r for r in records}
+    assert by_stage["pruned"].status == "rejected" and "trains on from it" in by_stage["pruned"].reason
+    assert by_stage["distilled"].status == "ok" and by_stage["distilled"].input_stage == "pruned"
+    folder = tmp_path / "models" / "trial_0"
+    assert (folder / "pruned.pt").exists() and not (folder / "pruned.onnx").exists()
+    assert not by_stage["pruned"].deployed
+    assert seen.seen is not None and not _zeroed(seen.seen)  # the healed model went on
+
+    # when the next stage cannot win it back, the chain goes on from the last accepted model
+    seen = Seen()
+    records = CompressionPipeline([Keep(), RecoverableBreak(), Record(), seen]).run(
+        context(data, tmp_path / "again", trained), trained)
+    by_stage = {r.stage: r for r in records}
+    assert by_stage["distilled"].status == "rejected"
+    assert "starts from the baseline model" in by_stage["distilled"].reason
+    assert seen.seen is not None and not _zeroed(seen.seen)
+    assert next(r for r in records if r.deployed).stage == "baseline"
