@@ -123,6 +123,9 @@ class CompressionPipeline:
                                           artifact=f"{stage.name}.onnx")
             timed, key = self._what_to_time(ctx, stage.name, out)
             record = self._measure(ctx, stage.name, out, timed, key)
+            if out.model is None and parent is not None and math.isfinite(record.accuracy):
+                # a quantized export of its input's graph: the same weights count and MACs
+                record = dataclasses.replace(record, params=parent.params, macs=parent.macs)
             if baseline is None:
                 baseline, ctx.baseline = record, out.model
             record = self._judge(ctx, record, baseline, parent, last_ok[1])

@@ -218,6 +218,8 @@ def test_openvino_profiles_quantise_with_nncf_and_ship_by_measurement(
     assert int8.artifact == "trial_0/model.int8.xml" and "path=NNCF" in int8.reason
     assert int8.status in ("ok", "slower")
     assert abs(int8.accuracy - records[0].accuracy) <= 0.05
+    # the quantized graph counts the weights and MACs of the model it quantized
+    assert (int8.params, int8.macs) == (records[0].params, records[0].macs)
     shipped = next(r for r in records if r.deployed)
     assert shipped.latency_ms <= records[0].latency_ms
     folder = tmp_path / "models" / "trial_0"

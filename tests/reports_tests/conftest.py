@@ -87,8 +87,8 @@ def build_run(
             model = f"trial_{trial.number}"
             (run.models / model).mkdir(parents=True, exist_ok=True)
             acc, lat = float(trial.accuracy), float(trial.latency_ms)
-            int8 = ((acc - 0.001, lat * 1.3, "slower", "0.0300 ms is 1.30x the distilled "
-                     "model's: slower than its input") if int8_slower else
+            int8 = ((acc - 0.001, lat * 1.3, "slower", ("0.0300 ms is 1.30x the distilled "
+                     "model's: slower than its input")) if int8_slower else
                     (acc - 0.001, lat * 0.7, "ok", "path=onnxruntime static QDQ"))
             stages = [("baseline", acc, lat, "ok", "", ""),
                       ("pruned", acc - 0.03, lat * 0.8, "rejected",
