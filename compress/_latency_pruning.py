@@ -48,6 +48,8 @@ MAX_REPLANS = 4
 LOOKAHEAD = 4
 # A measured saving below this share of the latency means pruning no longer pays here.
 MIN_USEFUL_SAVING = 0.01
+# Bounds of the measured-over-predicted saving that scales the next plan of a step.
+MIN_EFFICIENCY, MAX_EFFICIENCY = 0.5, 2.0
 
 
 @dataclass
@@ -101,6 +103,9 @@ class LatencyAwarePruner:
         multiple: Channel counts stay multiples of this (the profile's preferred width).
         ignored: Modules whose output channels are kept (the classifier).
         calibration: ``(x, y)`` for gradient-based criteria.
+        latency_ms: The model's measured latency, when known (otherwise measured now).
+        initial_channels: Group widths before pruning began, when this pruner continues an
+            earlier one's work on a copy of its model.
     """
 
     def __init__(
@@ -114,6 +119,8 @@ class LatencyAwarePruner:
         multiple: int,
         ignored: list[nn.Module],
         calibration: tuple[torch.Tensor, torch.Tensor] | None = None,
+        latency_ms: float | None = None,
+        initial_channels: dict[str, int] | None = None,
     ) -> None:
         self.model = model
         self.example_inputs = example_inputs
@@ -124,10 +131,11 @@ class LatencyAwarePruner:
         self.ignored = ignored
         self.calibration = calibration
         self.history: list[list[Any]] = []
-        self._initial: dict[str, int] = {}
+        # each group's width before pruning began: its floor is a share of that
+        self.initial_channels: dict[str, int] = dict(initial_channels or {})
         self._planned: list[_Group] = []
         self.graph: tp.DependencyGraph | None = None
-        self.latency_ms = measure()
+        self.latency_ms = measure() if latency_ms is None else latency_ms
 
     def step(self, goal_ms: float) -> list[PlannedCut]:
         """Prunes until the measured latency is at most ``goal_ms`` or nothing useful is left.
@@ -155,7 +163,9 @@ class LatencyAwarePruner:
                         "%.4f -> %.4f ms", len(planned), predicted, before, self.latency_ms)
             if saved < MIN_USEFUL_SAVING * before:
                 break
-            efficiency = min(2.0, max(0.1, saved / predicted)) if predicted > 0 else 1.0
+            # a noisy measurement must not make the next plan many times the gap
+            efficiency = (min(MAX_EFFICIENCY, max(MIN_EFFICIENCY, saved / predicted))
+                          if predicted > 0 else 1.0)
         return cuts
 
     # -- planning ---------------------------------------------------------------------------
@@ -292,7 +302,7 @@ class LatencyAwarePruner:
                 continue
             channels = len(group[0].idxs)
             key = f"{names.get(root, '?')}:{getattr(handler, '__name__', 'prune')}"
-            initial = self._initial.setdefault(key, channels)
+            initial = self.initial_channels.setdefault(key, channels)
             floor = max(self.multiple, math.ceil(initial * MIN_KEEP_RATIO))
             order = torch.argsort(scores.detach().float().cpu(), stable=True)
             sorted_scores = scores.detach().float().cpu()[order]

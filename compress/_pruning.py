@@ -49,6 +49,9 @@ __all__ = ["LatencyTarget", "MacsTarget", "PruneResult", "PruneStep", "prune"]
 
 logger = logging.getLogger(__name__)
 
+# A latency step that costs more accuracy than allowed is tried again with a smaller cut
+# (half the way), at most this many times, before pruning stops there.
+STEP_RETRIES = 2
 # torch-pruning removes channels in small increments of the initial widths (local pruning:
 # every layer loses the same fraction); the loop stops as soon as a MACs goal is met.
 _MAX_CHANNEL_RATIO = 0.95
@@ -264,7 +267,8 @@ def prune(
     no cut saves time any more, pruning stops short and the result says why. After every
     step, ``finetune(model, step)`` may train the pruned copy; with ``validate`` (accuracy
     on held-out data) a step that loses more than ``max_accuracy_drop`` points against the
-    unpruned model is undone and pruning stops there.
+    unpruned model is undone; a latency step is then tried again with smaller cuts
+    (``STEP_RETRIES``), a MACs step stops pruning there.
 
     Args:
         model: The model to prune; left untouched.
@@ -382,10 +386,19 @@ def _prune_latency(
     def measure() -> float:
         return meter.measure(pruned, target.input_shape).median_ms
 
-    pruner = LatencyAwarePruner(
-        pruned, example_inputs, criterion=criterion, table=table, measure=measure,
-        multiple=round_to or profile.channel_multiple, ignored=ignored, calibration=calibration,
-    )
+    ignored_names = [n for n, m in pruned.named_modules() if any(m is i for i in ignored)]
+
+    def pruner_of(model: nn.Module, latency_ms: float | None = None,
+                  initial: dict[str, int] | None = None) -> LatencyAwarePruner:
+        modules = dict(model.named_modules())
+        return LatencyAwarePruner(
+            model, example_inputs, criterion=criterion, table=table, measure=measure,
+            multiple=round_to or profile.channel_multiple,
+            ignored=[modules[n] for n in ignored_names], calibration=calibration,
+            latency_ms=latency_ms, initial_channels=initial,
+        )
+
+    pruner = pruner_of(pruned)
     base_ms = pruner.latency_ms
     final_ms = target.goal_ms(base_ms)
     steps: list[PruneStep] = []
@@ -399,26 +412,37 @@ def _prune_latency(
         goal = base_ms * (final_ms / base_ms) ** ((i + 1) / iterations)
         if latency <= goal:  # an earlier step's last cut went past this goal too
             continue
-        snapshot, history_len, before = copy.deepcopy(pruned), len(pruner.history), latency
-        cuts = pruner.step(goal)
-        latency = pruner.latency_ms
-        macs, params = count_macs(pruned, shape), count_params(pruned)
-        logger.info("prune step %d: %.4f ms (goal %.4f ms, %.2fx faster), %d MACs", i, latency,
-                    goal, base_ms / latency, macs)
-        if not cuts:
-            note = (f"step {i}: no cut of any group saves time on profile {profile.name!r} "
-                    f"any more (reached {base_ms / latency:.2f}x of the {base_ms / final_ms:.2f}x "
-                    "asked)")
-            break
-        accuracy, undone = _finish_step(pruned, i, finetune, guard)
-        steps.append(PruneStep(i, macs, params, base_macs / macs, math.nan, latency, goal,
-                               tuple(asdict(c) for c in cuts), accuracy))
-        if undone:
+        aim, undone = goal, ""
+        for _ in range(1 + STEP_RETRIES):
+            snapshot, history_len, before = copy.deepcopy(pruned), len(pruner.history), latency
+            cuts = pruner.step(aim)
+            latency = pruner.latency_ms
+            macs, params = count_macs(pruned, shape), count_params(pruned)
+            logger.info("prune step %d: %.4f ms (goal %.4f ms, %.2fx faster), %d MACs", i,
+                        latency, aim, base_ms / latency, macs)
+            if not cuts:
+                undone = ""
+                note = (f"step {i}: no cut of any group saves time on profile "
+                        f"{profile.name!r} any more (reached {base_ms / latency:.2f}x of the "
+                        f"{base_ms / final_ms:.2f}x asked)")
+                break
+            accuracy, undone = _finish_step(pruned, i, finetune, guard)
+            steps.append(PruneStep(i, macs, params, base_macs / macs, math.nan, latency, aim,
+                                   tuple(asdict(c) for c in cuts), accuracy))
+            if not undone:
+                break
+            # too much accuracy lost: back to before the step, and try a smaller cut (half
+            # the way to what was asked, or to what was reached when that went past it)
+            reached, kept = latency, pruner.history[:history_len]
             pruned, latency = snapshot, before
-            del pruner.history[history_len:]
-            note = f"step {i}: {undone}"
+            pruner = pruner_of(pruned, before, pruner.initial_channels)
+            pruner.history = kept
+            aim = before - (before - max(aim, reached)) / 2
+            logger.info("prune step %d: %s; trying a smaller cut, to %.4f ms", i, undone, aim)
+        if undone:
+            note = f"step {i}: {undone}, and so was each smaller cut tried"
             break
-        if latency <= final_ms:
+        if note or latency <= final_ms:
             break
     if not note and latency > final_ms:
         note = (f"reached {base_ms / latency:.2f}x of the {base_ms / final_ms:.2f}x asked: the "

@@ -107,11 +107,26 @@ def test_an_unreachable_speedup_stops_short_and_says_what_was_reached(model, met
 
 def test_a_step_over_the_accuracy_budget_is_undone(model, meter, table) -> None:
     target = LatencyTarget(meter=meter, input_shape=SHAPE, speedup=1.3, table=table)
-    scores = iter([0.9, 0.5])  # the unpruned model, then the pruned one
+    scores = iter([0.9] + [0.5] * 3)  # the unpruned model, then every cut tried
     result = prune(model, torch.zeros(SHAPE), target=target, iterations=1,
                    validate=lambda m: next(scores), max_accuracy_drop=1.0)
-    assert "undone" in result.note and not result.target_met
+    assert "undone" in result.note and "each smaller cut tried" in result.note
+    assert not result.target_met and len(result.steps) == 3
     assert result.macs_after == result.macs_before and result.history == []
+    # each retry asked for less than the one before
+    aims = [s.goal_ms for s in result.steps]
+    assert aims[0] < aims[1] < aims[2] < result.latency_before_ms
+
+
+def test_a_step_over_the_budget_is_tried_again_with_a_smaller_cut(model, meter, table) -> None:
+    target = LatencyTarget(meter=meter, input_shape=SHAPE, speedup=1.3, table=table)
+    scores = iter([0.9, 0.5, 0.899])  # the first cut costs too much, the smaller one not
+    result = prune(model, torch.zeros(SHAPE), target=target, iterations=1,
+                   validate=lambda m: next(scores), max_accuracy_drop=1.0)
+    assert len(result.steps) == 2 and result.steps[1].val_accuracy == 0.899
+    assert result.macs_before > result.macs_after > result.steps[0].macs
+    assert result.history  # the kept cut is replayable
+    assert result.latency_after_ms == result.steps[1].latency_ms
 
 
 def test_targets_validate_their_arguments(meter) -> None:
