@@ -6,9 +6,15 @@ the median of the per-run medians and p90s, the typical within-run CV (spread of
 timed repeats inside one measurement) and the run-to-run CV of the median (how much a
 search objective moves when the same architecture is measured again).
 
+With ``--run RUN_DIR`` the models are instead the subnets a finished search evaluated (its
+first ``--archs`` distinct trial archs, on the run's own profile and input), so the figures
+are those of that search's latency objective, with the share of measurements the meter
+flagged unreliable.
+
 Usage:
     python benchmarks/latency_noise.py
     python benchmarks/latency_noise.py --profiles cpu --widths 0.5 1.0 --runs 10 --json out.json
+    python benchmarks/latency_noise.py --run runs/quickstart --archs 12 --runs 5
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -92,6 +99,7 @@ class Row:
     within_run_cv: float
     run_to_run_cv: float
     seconds: float
+    unreliable: int = 0
 
 
 def _cv(values: list[float]) -> float:
@@ -113,15 +121,43 @@ def measure(profile: HardwareProfile, name: str, model: nn.Module, shape: tuple[
         within_run_cv=statistics.median(r.cv for r in results),
         run_to_run_cv=_cv(medians) if runs > 1 else 0.0,
         seconds=time.monotonic() - started,
+        unreliable=sum(not r.reliable for r in results),
     )
+
+
+def run_models(run_dir: str, archs: int) -> tuple[HardwareProfile, dict[str, nn.Module],
+                                                   tuple[int, ...]]:
+    """Returns a finished run's profile, its first ``archs`` distinct trial subnets (from the
+    trained supernet) and its input shape."""
+    import pandas as pd
+
+    from nas import RunDir
+    from nas._stage import RunContext
+    from search_spaces import Arch
+
+    run = RunDir(Path(run_dir))
+    ctx = RunContext(spec=run.load_spec(), run=run)
+    supernet = ctx.space.build_supernet(num_classes=ctx.data.num_classes,
+                                        in_channels=ctx.data.input_shape[1])
+    supernet.load_state_dict(run.load_state_dict(run.supernet))
+    trials = pd.read_parquet(run.trials)
+    trials = trials[trials["state"] == "COMPLETE"].drop_duplicates("arch").head(archs)
+    models = {f"trial_{int(t.number)}": supernet.extract(Arch.from_json(t.arch)).eval()
+              for t in trials.itertuples()}
+    return ctx.profile, models, tuple(ctx.data.input_shape)
 
 
 def print_table(rows: list[Row]) -> None:
     headers = ["profile", "model", "MMACs", "params (M)", "median ms", "p90 ms",
-               "within-run CV", "run-to-run CV", "runs x repeats"]
+               "within-run CV", "run-to-run CV", "runs x repeats", "unreliable"]
     cells = [[r.profile, r.model, f"{r.mmacs:.1f}", f"{r.params_m:.2f}", f"{r.median_ms:.3f}",
               f"{r.p90_ms:.3f}", f"{r.within_run_cv:.3f}", f"{r.run_to_run_cv:.3f}",
-              f"{r.runs} x {r.repeats}"] for r in rows]
+              f"{r.runs} x {r.repeats}", str(r.unreliable)] for r in rows]
+    if len(rows) > 1:
+        cells.append(["", "median", "", "", "", "",
+                      f"{statistics.median(r.within_run_cv for r in rows):.3f}",
+                      f"{statistics.median(r.run_to_run_cv for r in rows):.3f}", "",
+                      str(sum(r.unreliable for r in rows))])
     try:
         from rich.console import Console
         from rich.table import Table
@@ -155,9 +191,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, help="override the profiles' warm-up")
     parser.add_argument("--lock-dir", help="device lock directory (default: the system one)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--run", help="measure a finished run's own trial subnets instead")
+    parser.add_argument("--archs", type=int, default=12,
+                        help="with --run: distinct trial archs to measure (default 12)")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
+    if args.run:
+        profile, subnets, run_shape = run_models(args.run, args.archs)
+        lock = DeviceLock(profile.device, lock_dir=args.lock_dir)
+        rows = []
+        for name, model in subnets.items():
+            rows.append(measure(profile, name, model, run_shape, args.runs, lock))
+            print(f"  {profile.name} {name}: {rows[-1].seconds:.1f}s", file=sys.stderr)
+        print(f"run {args.run}: input {run_shape}, profile {profile.name}")
+        print_table(rows)
+        return 0
     shape = (1, 3, args.resolution, args.resolution)
     models = {f"mobilenet-x{w:g}": TinyMobileNet(w).eval() for w in args.widths}
     rows = []

@@ -22,9 +22,7 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -33,51 +31,16 @@ from typing import IO, Any, overload
 import torch
 from torch import nn
 
+from evaluators._structure import module_structure, structure_key
+
 __all__ = ["load_pruned", "save_pruned", "structure_key"]
 
 logger = logging.getLogger(__name__)
 
 _FORMAT = "compress.pruned_structure"
 _VERSION = 1
-_SCALARS = (bool, int, float, str, type(None))
 
 PathOrBuffer = str | Path | IO[bytes]
-
-
-def _is_plain(value: object) -> bool:
-    if isinstance(value, _SCALARS):
-        return True
-    if isinstance(value, (tuple, list)) and type(value) in (tuple, list):
-        return all(_is_plain(v) for v in value)
-    return False
-
-
-def _structure(model: nn.Module) -> dict[str, dict[str, Any]]:
-    """Returns, per module name, its class name and its plain public attributes."""
-    spec: dict[str, dict[str, Any]] = {}
-    for name, module in model.named_modules():
-        attributes = {
-            key: value
-            for key, value in vars(module).items()
-            if not key.startswith("_") and _is_plain(value)
-        }
-        spec[name] = {"type": type(module).__qualname__, "attributes": attributes}
-    return spec
-
-
-def structure_key(model: nn.Module) -> str:
-    """Returns a stable hash of ``model``'s structure: its modules' classes and plain
-    attributes and every parameter's and buffer's shape, never their values.
-
-    Two models with equal keys run the same graph at the same widths, so their latency on a
-    profile is one measurement (distillation, for one, changes weights only).
-    """
-    spec = _structure(model)
-    for entry in spec.values():
-        entry["attributes"].pop("training", None)
-    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
-    text = json.dumps({"modules": spec, "shapes": shapes}, sort_keys=True, default=str)
-    return "structure:" + hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 @overload
@@ -99,7 +62,7 @@ def save_pruned(model: nn.Module, path_or_buffer: PathOrBuffer | None = None) ->
     payload = {
         "format": _FORMAT,
         "version": _VERSION,
-        "modules": _structure(model),
+        "modules": module_structure(model),
         "state_dict": {k: v.detach() for k, v in model.state_dict().items()},
     }
     if path_or_buffer is not None:

@@ -4,10 +4,12 @@ one ONNX exporter and onnxruntime quantiser that compression and the latency met
 from __future__ import annotations
 
 from evaluators._accuracy import accuracy, onnx_accuracy, predict, recalibrate_batchnorm
-from evaluators._cost import count_macs, count_params, model_size_bytes
+from evaluators._cost import count_macs, count_params, model_size_bytes, weights_mb
 from evaluators._data import DataError, DataSplits, Normalization, load_dataset
+from evaluators._energy import EnergyUnavailable, energy_unavailable_reason, measure_energy_mj
 from evaluators._export import DEFAULT_OPSET, export_onnx, preprocess, read_metadata, set_metadata
 from evaluators._io import atomic_write, atomic_write_bytes, atomic_write_text, log_stdout
+from evaluators._memory import MemoryUnavailable, memory_unavailable_reason, peak_memory_mb
 from evaluators._plugins import PluginError, import_plugins
 from evaluators._proctitle import process_title
 from evaluators._quantize import quantize_onnxruntime
@@ -16,12 +18,15 @@ from evaluators._train import NonFiniteLossError, OptimConfig, TrainStep, cross_
 from evaluators._trial import SupernetEvaluator, TabularEvaluator, TrialEvaluator
 
 __all__ = [
-    "DEFAULT_OPSET", "DataError", "DataSplits", "NonFiniteLossError", "Normalization",
+    "DEFAULT_OPSET", "DataError", "DataSplits", "EnergyUnavailable", "MemoryUnavailable",
+    "NonFiniteLossError", "Normalization",
     "OptimConfig", "PluginError", "SandwichConfig", "SandwichStep", "SupernetEvaluator",
     "SupernetResult", "TabularEvaluator", "TrainStep", "TrialEvaluator", "accuracy",
     "atomic_write", "atomic_write_bytes", "atomic_write_text", "count_macs", "count_params",
-    "cross_entropy_step", "export_onnx", "import_plugins", "load_dataset", "log_stdout",
-    "model_size_bytes", "onnx_accuracy", "predict", "preprocess", "process_title",
+    "cross_entropy_step", "energy_unavailable_reason", "export_onnx", "import_plugins",
+    "load_dataset", "log_stdout", "measure_energy_mj", "memory_unavailable_reason",
+    "model_size_bytes", "onnx_accuracy", "peak_memory_mb", "predict", "preprocess",
+    "process_title",
     "quantize_onnxruntime", "read_metadata", "recalibrate_batchnorm", "set_metadata", "train",
-    "train_supernet",
+    "train_supernet", "weights_mb",
 ]

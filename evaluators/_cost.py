@@ -40,6 +40,27 @@ def model_size_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+_BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}
+
+
+def weights_mb(model: nn.Module, precision: str = "fp32") -> float:
+    """Returns the MiB (2**20 bytes) of ``model``'s parameters and buffers stored at
+    ``precision`` (``fp32``, ``fp16`` or ``int8`` for floating-point tensors; integer
+    buffers keep their own size): the ``size_mb`` a deployment carries.
+
+    Raises:
+        KeyError: ``precision`` is none of those.
+
+    Example:
+        >>> round(weights_mb(nn.Linear(1024, 256), "int8"), 4)
+        0.2505
+    """
+    per = _BYTES_PER_WEIGHT[precision]
+    tensors = _unique([*model.parameters(), *model.buffers()])
+    total = sum(t.numel() * (per if t.is_floating_point() else t.element_size()) for t in tensors)
+    return total / 2**20
+
+
 def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     """Returns the multiply-accumulates of one forward pass for a single sample.
 

@@ -12,11 +12,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from evaluators._accuracy import accuracy, recalibrate_batchnorm
-from evaluators._cost import count_macs, count_params
+from evaluators._cost import count_macs, count_params, weights_mb
 from evaluators._data import DataSplits
+from evaluators._energy import measure_energy_mj
+from evaluators._memory import peak_memory_mb
 from evaluators._plugins import import_plugins
 from evaluators._train import OptimConfig, cross_entropy_step, train
 from evaluators.latency import DeviceLock, LatencyCache, LatencyMeter
+from evaluators.latency._activity import cores_away_from, pinned
 from search_spaces import Arch, Supernet, get_search_space
 
 if TYPE_CHECKING:
@@ -37,7 +40,7 @@ class TrialEvaluator(ABC):
         """Returns the names of the metrics ``__call__`` reports."""
 
     @abstractmethod
-    def __call__(self, arch: Arch) -> dict[str, float]:
+    def __call__(self, arch: Arch) -> dict[str, Any]:
         """Returns the metrics of ``arch``.
 
         Raises:
@@ -65,6 +68,8 @@ class SupernetEvaluator(TrialEvaluator):
     seed: int = 0
     calibration_batches: int = 8  # INT8 profiles: batches the quantiser calibrates on
     plugins: tuple[str, ...] = ()  # the config's plugins: a worker imports them first
+    # device metrics to measure besides latency: "peak_memory_mb", "energy_mj"
+    device_metrics: tuple[str, ...] = ()
     _supernet: Supernet | None = field(default=None, init=False, repr=False)
 
     def metrics(self) -> tuple[str, ...]:
@@ -72,6 +77,8 @@ class SupernetEvaluator(TrialEvaluator):
         return (
             "accuracy", "latency_ms", "latency_p90_ms", "latency_cv",
             "params", "macs", "eval_seconds", "latency_cached",
+            "latency_reliable", "latency_note", "latency_load", "size_mb",
+            *self.device_metrics,
         )
 
     def supernet(self) -> Supernet:
@@ -92,8 +99,9 @@ class SupernetEvaluator(TrialEvaluator):
         state["_supernet"] = None  # rebuilt from state_dict where it lands
         return state
 
-    def __call__(self, arch: Arch) -> dict[str, float]:
-        """Returns accuracy (validation fraction), latency statistics, params and MACs.
+    def __call__(self, arch: Arch) -> dict[str, Any]:
+        """Returns accuracy (validation fraction), latency statistics (with whether the
+        device measured them reliably, and why not), params and MACs.
 
         Raises:
             SearchSpaceError: ``arch`` is not in the space.
@@ -102,7 +110,10 @@ class SupernetEvaluator(TrialEvaluator):
         start = time.perf_counter()
         lock = DeviceLock(self.profile.device, lock_dir=self.lock_dir)
         input_shape = self.data.input_shape
-        with lock.compute():  # everything but the timing itself: no overlap with a measurement
+        # everything but the timing itself: no overlap with a measurement, and off the cores
+        # the profile keeps for measuring
+        away = cores_away_from(self.profile.pin_cores) if self.profile.device == "cpu" else None
+        with lock.compute(), pinned(away):
             subnet = self.supernet().extract(arch)
             if self.finetune_epochs > 0:
                 train(
@@ -134,7 +145,15 @@ class SupernetEvaluator(TrialEvaluator):
             calibration=calibration,
         )
         latency = meter.measure(subnet, input_shape, key=arch.key())
+        measured: dict[str, float] = {}
+        if "peak_memory_mb" in self.device_metrics:
+            measured["peak_memory_mb"] = peak_memory_mb(self.profile, subnet, input_shape,
+                                                        calibration=calibration)
+        if "energy_mj" in self.device_metrics:
+            measured["energy_mj"] = measure_energy_mj(meter, subnet, input_shape)
         return {
+            **measured,
+            "size_mb": weights_mb(subnet, self.profile.precision),
             "accuracy": acc,
             "latency_ms": latency.median_ms,
             "latency_p90_ms": latency.p90_ms,
@@ -143,6 +162,11 @@ class SupernetEvaluator(TrialEvaluator):
             "macs": float(macs),
             "eval_seconds": time.perf_counter() - start,
             "latency_cached": float(meter.hits > 0),
+            # a figure the device could not measure reliably is kept off the front and
+            # measured again later in the search
+            "latency_reliable": float(latency.reliable),
+            "latency_note": latency.unreliable_reason,
+            "latency_load": latency.load,
         }
 
 

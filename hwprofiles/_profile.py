@@ -68,7 +68,14 @@ class HardwareProfile(BaseModel):
             timer and scheduler jitter.
         max_cv: A measurement noisier than this (coefficient of variation) is taken again,
             up to ``max_attempts`` times, and the least noisy one kept; ``None`` accepts any.
-        max_attempts: Measurements at most per model when ``max_cv`` is exceeded.
+        max_attempts: Measurements at most per model when ``max_cv`` is exceeded or the
+            device is busy; a model still not measured reliably after them gets a latency
+            flagged unreliable (never cached, kept off the front, measured again later).
+        max_load: The most work of other processes, in cores' worth, that may contend with
+            a CPU measurement on its cores (beyond cores it leaves idle) before it counts as
+            taken on a busy device; ``None`` does not check.
+        pin_cores: CPU cores the measuring thread is bound to while it times (threads the
+            backend starts inherit it); ``None`` leaves placement to the OS.
         resources: Ray resources one measurement needs, e.g. ``{"CPU": 1, "GPU": 1}``.
         channel_multiple: The channel counts this device's kernels prefer: pruning keeps every
             width a multiple of it (odd widths such as 63 or 45 can run slower than the
@@ -94,6 +101,8 @@ class HardwareProfile(BaseModel):
     min_sample_ms: float = Field(default=0.0, ge=0, le=1000)
     max_cv: float | None = Field(default=None, gt=0)
     max_attempts: int = Field(default=1, ge=1, le=10)
+    max_load: float | None = Field(default=0.25, ge=0)
+    pin_cores: list[int] | None = Field(default=None, min_length=1, max_length=1024)
     resources: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0})
     channel_multiple: int = Field(default=8, ge=1, le=256)
 
@@ -105,6 +114,16 @@ class HardwareProfile(BaseModel):
                 raise ValueError("resource names must be non-empty")
             if not math.isfinite(amount) or amount < 0:
                 raise ValueError(f"resource {key!r} must be a finite amount >= 0, got {amount}")
+        return value
+
+    @field_validator("pin_cores")
+    @classmethod
+    def _check_cores(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None:
+            if any(c < 0 for c in value):
+                raise ValueError(f"cores are numbered from 0, got {value}")
+            if len(set(value)) != len(value):
+                raise ValueError(f"each core once, got {value}")
         return value
 
     @model_validator(mode="after")

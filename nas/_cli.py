@@ -14,6 +14,9 @@ from rich.markup import escape
 
 from nas._errors import USER_ERRORS, SearchInterrupted
 
+# the space ``nas profile`` measures by default (imported lazily with the command itself)
+REFERENCE_SPACE_NAME = "mobilenet_elastic"
+
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 
 
@@ -165,7 +168,9 @@ class _Profile(_Command):
     description = (
         "Loads a hardware profile (a name from hwprofiles/ or a YAML path), prints it, and "
         "measures the largest subnet of the default search space several times to show the "
-        "latency and its noise (coefficient of variation) on this machine."
+        "latency and its noise floor on this machine: the coefficient of variation within a "
+        "measurement and between the medians of repeated ones, which processes keep the cores "
+        "busy, and whether this device is fit to measure on now."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -173,10 +178,25 @@ class _Profile(_Command):
         parser.add_argument("--image-size", type=int, default=16, help="reference input size")
         parser.add_argument("--channels", type=int, default=1, help="reference input channels")
         parser.add_argument("--runs", type=int, default=5, help="independent measurements")
+        parser.add_argument(
+            "--build-latency-model", action="store_true",
+            help="measure every block the space's subnets run once on this profile and fit a "
+                 "latency model of the space (kept in --cache-dir), then check it on subnets "
+                 "it was not fitted on")
+        parser.add_argument("--space", default=REFERENCE_SPACE_NAME,
+                            help=f"search space of the latency model (default {REFERENCE_SPACE_NAME})")
+        parser.add_argument("--fit-archs", type=int, default=24,
+                            help="whole subnets measured to fit the model's correction")
+        parser.add_argument("--cache-dir", type=Path, default=None,
+                            help="where block measurements and models are kept (default: "
+                                 "$XDG_CACHE_HOME/hwnas or ~/.cache/hwnas)")
 
     def take_action(self, args: argparse.Namespace, console: Console) -> int:
-        from nas._profile_cmd import show_profile
+        from nas._profile_cmd import build_latency_model, show_profile
 
+        if args.build_latency_model:
+            return build_latency_model(args.profile, args.space, args.image_size, args.channels,
+                                       args.fit_archs, args.cache_dir, console)
         return show_profile(args.profile, args.image_size, args.channels, args.runs, console)
 
 

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compress import list_importances
 from evaluators import PluginError, import_plugins
+from evaluators._energy import energy_unavailable_reason
+from evaluators._memory import memory_unavailable_reason
 from evaluators.latency import check_profile
 from hwprofiles import HardwareProfile, ProfileError, load_profile
 from nas._errors import ConfigError
@@ -23,10 +25,13 @@ from search_spaces import get_search_space_options, list_search_spaces
 #: Metrics a trial reports that may be objectives, with their natural direction.
 OBJECTIVE_METRICS: dict[str, Literal["min", "max"]] = {
     "accuracy": "max", "latency_ms": "min", "params": "min", "macs": "min",
+    "size_mb": "min", "peak_memory_mb": "min", "energy_mj": "min",
 }
 _DEFAULT_OBJECTIVES: dict[str, Literal["min", "max"]] = {"accuracy": "max", "latency_ms": "min"}
 #: Metrics that may carry an upper-bound constraint.
-CONSTRAINT_METRICS = ("latency_ms", "params", "macs")
+CONSTRAINT_METRICS = ("latency_ms", "params", "macs", "size_mb", "peak_memory_mb", "energy_mj")
+#: Measured metrics a device may be unable to measure: checked against the profile at load.
+DEVICE_METRICS = ("peak_memory_mb", "energy_mj")
 
 
 class _Section(BaseModel):
@@ -121,6 +126,9 @@ class SearchConfig(_Section):
     recalibration_batches: int = Field(default=8, ge=1)
     finetune_epochs: int = Field(default=0, ge=0)
     storage: str | None = None
+    # a trial whose latency the device could not measure reliably (busy, or CV above the
+    # profile's max_cv) is measured again, at most this many times, after the other trials
+    remeasure: int = Field(default=2, ge=0, le=10)
 
     @model_validator(mode="after")
     def _check(self) -> SearchConfig:
@@ -333,10 +341,28 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> RunSpec:
     except pydantic.ValidationError as exc:
         raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
     try:
-        check_profile(spec.hardware.load())
+        profile = spec.hardware.load()
+        check_profile(profile)
     except ProfileError as exc:
         raise ConfigError(f"{source}: hardware.profile: {exc}") from None
+    for key, names in (("objectives", spec.search.objectives), ("constraints",
+                                                                 spec.search.constraints)):
+        for name in names:
+            reason = device_metric_unavailable(name, profile)
+            if reason:
+                raise ConfigError(f"{source}: search.{key}.{name}: cannot be measured on "
+                                  f"profile {profile.name!r} here: {reason}")
     return spec
+
+
+def device_metric_unavailable(name: str, profile: HardwareProfile) -> str | None:
+    """Returns why the device of ``profile`` cannot measure metric ``name`` here, or
+    ``None`` (also for metrics that need no device support)."""
+    if name == "energy_mj":
+        return energy_unavailable_reason(profile)
+    if name == "peak_memory_mb":
+        return memory_unavailable_reason(profile)
+    return None
 
 
 def format_validation_error(exc: pydantic.ValidationError) -> str:

@@ -6,10 +6,13 @@ import logging
 import time
 
 from optuna.trial import TrialState
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from evaluators import SupernetEvaluator, TrialEvaluator
+from evaluators.latency import busy_device_warning
 from hwprofiles import describe_environment
+from nas._config import DEVICE_METRICS
 from nas._driver import run_search
 from nas._errors import SearchInterrupted
 from nas._ray_backend import ray_session
@@ -42,17 +45,23 @@ class SearchStage(Stage):
         adapter.close_interrupted()
         done = adapter.finished_count()
         remaining = spec.search.n_trials - done
-        if remaining <= 0:
+        if remaining <= 0 and not adapter.to_remeasure(spec.search.remeasure):
             run.write_frame(run.trials, adapter.frame())
             ctx.console.print(f"[dim]search: {done} trials already finished, skipped[/]")
             reference = study.user_attrs.get("reference_point")
             run.mark_done(self.name, trials=done, reference_point=reference)
             return
         run.record_environment(self.name, describe_environment(ctx.profile))
+        profile = ctx.profile
+        if profile.device == "cpu":
+            busy = busy_device_warning(profile.pin_cores, threads=profile.threads or 1,
+                                       max_load=profile.max_load)
+            if busy:
+                ctx.console.print(f"[yellow]warning: {escape(busy)}[/]")
         evaluator = self._evaluator(ctx)
         adapter.reference_point = self._reference_point(ctx, study, evaluator, objectives)
         if done:
-            ctx.console.print(f"search: resuming, {done} trials kept, {remaining} to go")
+            ctx.console.print(f"search: resuming, {done} trials kept, {max(0, remaining)} to go")
         ray_start = time.perf_counter()
         with ray_session(spec.ray) as session, Progress(
             TextColumn("search"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"),
@@ -70,9 +79,14 @@ class SearchStage(Stage):
                 run.write_frame(run.trials, frame)
                 size, hv = adapter.front_size_and_hypervolume(frame)
                 progress.update(task, completed=adapter.finished_count(), front=size, hv=f"{hv:.4g}")
+                row = frame.loc[frame["number"] == number].iloc[0]
                 if state != TrialState.COMPLETE:
-                    error = frame.loc[frame["number"] == number, "error"]
-                    progress.console.print(f"[yellow]trial {number} {state.name}: {error.iloc[0]}[/]")
+                    progress.console.print(f"[yellow]trial {number} {state.name}: "
+                                           f"{escape(str(row['error']))}[/]")
+                elif not row["latency_reliable"]:
+                    progress.console.print(
+                        f"[yellow]trial {number}: latency not measured reliably, kept off the "
+                        f"front until measured again: {escape(str(row['latency_note']))}[/]")
 
             segment = len(list(run.tune.glob("search-*"))) if run.tune.exists() else 0
             try:
@@ -85,6 +99,7 @@ class SearchStage(Stage):
                     tune_dir=run.tune,
                     name=f"search-{segment}",
                     on_trial_end=on_trial_end,
+                    remeasure=spec.search.remeasure,
                 )
             finally:
                 run.write_frame(run.trials, adapter.frame())
@@ -134,6 +149,9 @@ class SearchStage(Stage):
             recalibration_batches=spec.search.recalibration_batches,
             calibration_batches=spec.compress.calibration_batches,
             plugins=spec.plugins,
+            device_metrics=tuple(name for name in DEVICE_METRICS
+                                 if name in spec.search.objectives
+                                 or name in spec.search.constraints),
             finetune_epochs=spec.search.finetune_epochs,
             seed=spec.experiment.seed,
         )

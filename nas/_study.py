@@ -33,8 +33,12 @@ INTERRUPTED = "interrupted: the driver stopped before this trial finished"
 #: Columns every trials table has, in this order (objectives and extra metrics follow).
 BASE_COLUMNS = [
     "number", "state", "accuracy", "latency_ms", "latency_cv", "params", "macs",
-    "arch", "error", "feasible", "seconds",
+    "arch", "error", "feasible", "seconds", "latency_reliable", "latency_note",
 ]
+_TEXT_COLUMNS = ("state", "arch", "error", "latency_note")
+
+# user attribute of a trial that measures an earlier trial's arch again: that trial's number
+REMEASURE_OF = "remeasure_of"
 
 
 @dataclass(frozen=True)
@@ -114,12 +118,42 @@ class StudyAdapter:
         return len(stale)
 
     def finished_count(self) -> int:
-        """Returns the trials that count towards ``n_trials`` (all finished but interrupted)."""
+        """Returns the trials that count towards ``n_trials``: all finished ones but the
+        interrupted ones and the re-measurements of an earlier trial."""
         return sum(
             1
             for t in self.study.get_trials(deepcopy=False)
             if t.state.is_finished() and not t.user_attrs.get("interrupted", False)
+            and REMEASURE_OF not in t.user_attrs
         )
+
+    def to_remeasure(self, limit: int) -> list[optuna.trial.FrozenTrial]:
+        """Returns, per arch whose every COMPLETE trial has a latency the device could not
+        measure reliably and that was measured again fewer than ``limit`` times, its latest
+        such trial."""
+        trials = self.study.get_trials(deepcopy=False)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        reliable = {t.user_attrs.get("arch") for t in complete
+                    if t.user_attrs.get("latency_reliable", True)}
+        tries: dict[str, int] = {}
+        for t in trials:
+            if REMEASURE_OF in t.user_attrs and t.state.is_finished() \
+                    and not t.user_attrs.get("interrupted", False):
+                arch = str(t.user_attrs.get("arch"))
+                tries[arch] = tries.get(arch, 0) + 1
+        latest: dict[str, optuna.trial.FrozenTrial] = {}
+        for t in complete:
+            arch = str(t.user_attrs.get("arch"))
+            if not t.user_attrs.get("latency_reliable", True) and arch not in reliable \
+                    and tries.get(arch, 0) < limit:
+                latest[arch] = t
+        return list(latest.values())
+
+    def enqueue_remeasure(self, trial: optuna.trial.FrozenTrial) -> None:
+        """Queues ``trial``'s arch to be evaluated and measured again; the new trial records
+        which one it re-measures and does not count towards ``n_trials``."""
+        self.study.enqueue_trial(dict(trial.params), user_attrs={REMEASURE_OF: trial.number},
+                                 skip_if_exists=False)
 
     def ask(self) -> tuple[int, Arch]:
         """Returns a new trial's number and the arch it proposes."""
@@ -140,7 +174,11 @@ class StudyAdapter:
         trial.set_user_attr("seconds", seconds)
         result = dict(result or {})
         for key, value in result.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "done":
+            if key == "latency_reliable":  # reported as 0/1 through Tune
+                trial.set_user_attr(key, bool(value))
+            elif key == "latency_note":
+                trial.set_user_attr(key, str(value)[:2000])
+            elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "done":
                 trial.set_user_attr(key, float(value))
         if error is None and result.get("error"):
             error = str(result["error"])
@@ -226,6 +264,8 @@ def trials_frame(study: optuna.Study, objectives: Objectives) -> pd.DataFrame:
             # wall-clock times (Unix seconds): hypervolume against time in the report
             "started_at": t.datetime_start.timestamp() if t.datetime_start else np.nan,
             "finished_at": t.datetime_complete.timestamp() if t.datetime_complete else np.nan,
+            "latency_reliable": bool(attrs.get("latency_reliable", True)),
+            "latency_note": str(attrs.get("latency_note", "")),
         }
         for key, value in attrs.items():
             if key not in row and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -238,12 +278,14 @@ def trials_frame(study: optuna.Study, objectives: Objectives) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     for column in BASE_COLUMNS:
         if column not in frame.columns:
-            frame[column] = pd.Series(dtype=object if column in ("state", "arch", "error") else float)
+            frame[column] = pd.Series(dtype=object if column in _TEXT_COLUMNS else float)
     extra = [c for c in frame.columns if c not in BASE_COLUMNS and c != "interrupted"]
     frame = frame[BASE_COLUMNS + sorted(extra)]
     frame["number"] = frame["number"].astype("int64")
     frame["feasible"] = frame["feasible"].astype(bool)
     frame["error"] = frame["error"].fillna("").astype(str)
+    frame["latency_note"] = frame["latency_note"].fillna("").astype(str)
+    frame["latency_reliable"] = frame["latency_reliable"].fillna(True).astype(bool)
     return frame.sort_values("number").reset_index(drop=True)
 
 

@@ -22,6 +22,7 @@ from pareto._fronts import (
     choose_deployed,
     deployable,
     deployed_front,
+    front_candidates,
     front_hypervolume,
     is_feasible,
     search_front,
@@ -37,7 +38,7 @@ from pareto._hypervolume import (
 
 __all__ = [
     "DEPLOYED_DIRECTIONS", "REFERENCE_MARGIN", "Direction", "budget_steps", "choose_deployed",
-    "deployable", "deployed_front", "dominates", "front_hypervolume", "hypervolume",
+    "deployable", "deployed_front", "dominates", "front_candidates", "front_hypervolume", "hypervolume",
     "hypervolume_fraction", "ideal_point", "is_feasible", "normalized", "pareto_mask",
     "reference_point", "search_front", "to_loss",
 ]

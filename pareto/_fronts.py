@@ -36,9 +36,19 @@ def is_feasible(metrics: Mapping[str, Any], constraints: Mapping[str, float]) ->
     return True
 
 
+def front_candidates(frame: pd.DataFrame) -> pd.DataFrame:
+    """Returns the rows of a trials table that may be on the search front: COMPLETE,
+    feasible, and with a latency the device measured reliably (a ``latency_reliable``
+    column, where there is one)."""
+    keep = (frame["state"] == "COMPLETE") & frame["feasible"].astype(bool)
+    if "latency_reliable" in frame.columns:
+        keep &= frame["latency_reliable"].fillna(True).astype(bool)
+    return frame[keep]
+
+
 def search_front(frame: pd.DataFrame, directions: Mapping[str, Direction]) -> pd.DataFrame:
-    """Returns exactly the COMPLETE, feasible, non-dominated rows of a trials table."""
-    candidates = frame[(frame["state"] == "COMPLETE") & frame["feasible"].astype(bool)]
+    """Returns exactly the non-dominated rows of a trials table's :func:`front_candidates`."""
+    candidates = front_candidates(frame)
     if candidates.empty:
         return candidates
     names = list(directions)

@@ -252,9 +252,17 @@ def trial_rows(run: RunData, names: ArchNames) -> list[dict[str, Any]]:
             "latency_cv": t.get("latency_cv"), "params": t.get("params"),
             "mmacs": float(t.get("macs", math.nan)) / 1e6,
             "feasible": bool(t.get("feasible", False)), "seconds": t.get("seconds"),
-            "arch": names(run, str(t.get("arch", ""))), "error": str(t.get("error", "") or ""),
+            "arch": names(run, str(t.get("arch", ""))), "error": _trial_note(t),
         })
     return rows
+
+
+def _trial_note(trial: dict[str, Any]) -> str:
+    """Returns a trial's error, or for a COMPLETE trial the doubt about its latency."""
+    error = str(trial.get("error", "") or "")
+    if not error and trial.get("latency_reliable", True) is False:
+        return f"latency not measured reliably, off the front: {trial.get('latency_note', '')}"
+    return error
 
 
 def _model_id(run: RunData, group: pd.DataFrame) -> str:

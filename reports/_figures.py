@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from pareto import hypervolume_fraction, pareto_mask
+from pareto import front_candidates, hypervolume_fraction, pareto_mask
 from reports._run import RunData
 
 #: Colour per run (plotly's default qualitative palette).
@@ -24,6 +24,7 @@ RUN_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2",
 STATE_STYLE = {
     "feasible": ("#1f77b4", "circle"),
     "infeasible": ("#ff7f0e", "x"),
+    "unreliable": ("#9467bd", "diamond-open"),
     "PRUNED": ("#7f7f7f", "triangle-up"),
     "FAIL": ("#d62728", "square"),
 }
@@ -52,11 +53,16 @@ def trial_hover(run: RunData, row: pd.Series, arch_text: ArchText) -> str:
     parts = [f"{n} {_fmt(row[n])}" for n in names if n in row.index and pd.notna(row[n])]
     header = f"<b>{escape(run.label)} · trial {int(row['number'])}</b> · {escape(str(row['state']))}"
     arch = escape(arch_text(run, str(row.get("arch", ""))))
-    return "<br>".join([header, arch, " · ".join(parts[:4]), " · ".join(parts[4:])])
+    lines = [header, arch, " · ".join(parts[:4]), " · ".join(parts[4:])]
+    if not bool(row.get("latency_reliable", True)):
+        lines.append(f"latency unreliable: {escape(str(row.get('latency_note', '')))}")
+    return "<br>".join(lines)
 
 
 def _outcome(row: pd.Series) -> str:
     if row["state"] == "COMPLETE":
+        if not bool(row.get("latency_reliable", True)):
+            return "unreliable"
         return "feasible" if bool(row.get("feasible", True)) else "infeasible"
     return str(row["state"])
 
@@ -96,6 +102,7 @@ def pareto_figure(runs: Sequence[RunData], arch_text: ArchText) -> tuple[go.Figu
             if rows.empty:
                 continue
             label = {"feasible": "trials", "infeasible": "trials violating a constraint",
+                     "unreliable": "latency not measured reliably (off the front)",
                      "PRUNED": "pruned trials", "FAIL": "failed trials"}[outcome]
             name = f"{prefix}{label}"
             points[name] = len(rows)
@@ -206,7 +213,7 @@ def hypervolume_history(runs: Sequence[RunData]) -> dict[str, pd.DataFrame]:
     for run in runs:
         names = run.names
         directions = [run.objectives[n] for n in names]
-        ok = run.valued[(run.valued["state"] == "COMPLETE") & run.valued["feasible"].astype(bool)]
+        ok = front_candidates(run.valued)
         if ok.empty:
             continue
         trials = run.trials[run.trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"])]

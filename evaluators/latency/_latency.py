@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,11 @@ class Latency:
         cv: Coefficient of variation, population standard deviation over mean.
         n: Number of timed runs.
         samples_ms: The timed runs themselves, in order, or ``()`` when not kept.
+        reliable: Whether the device could measure it reliably: within the profile's
+            ``max_cv`` and not on a busy device. An unreliable latency is never cached and
+            never stands as a trial's or an artifact's measured value.
+        unreliable_reason: Why not, when not (``""`` otherwise).
+        load: Cores' worth of other processes' work contending with the measurement.
 
     Example:
         >>> lat = Latency.from_samples([1.0, 2.0, 3.0, 4.0, 5.0])
@@ -35,6 +41,9 @@ class Latency:
     cv: float
     n: int
     samples_ms: tuple[float, ...] = field(default=(), repr=False)
+    reliable: bool = True
+    unreliable_reason: str = ""
+    load: float = 0.0
 
     @classmethod
     def from_samples(cls, samples_ms: Sequence[float], *, keep_samples: bool = True) -> Latency:
@@ -82,6 +91,9 @@ class Latency:
             "mean_ms": self.mean_ms,
             "cv": self.cv,
             "n": self.n,
+            "reliable": self.reliable,
+            "unreliable_reason": self.unreliable_reason,
+            "load": self.load,
         }
         if samples:
             out["samples_ms"] = list(self.samples_ms)
@@ -101,4 +113,11 @@ class Latency:
             cv=float(data["cv"]),
             n=int(data["n"]),
             samples_ms=tuple(float(s) for s in data.get("samples_ms", ())),
+            reliable=bool(data.get("reliable", True)),
+            unreliable_reason=str(data.get("unreliable_reason", "")),
+            load=float(data.get("load", 0.0)),
         )
+
+    def flagged(self, reason: str) -> Latency:
+        """Returns a copy marked unreliable for ``reason``."""
+        return dataclasses.replace(self, reliable=False, unreliable_reason=reason)

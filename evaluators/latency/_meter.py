@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from evaluators._modes import eval_mode
 from evaluators._proctitle import process_title
+from evaluators.latency._activity import (
+    CoreActivity,
+    CpuActivityProbe,
+    busiest_processes,
+    cuda_busy_reason,
+    pinned,
+)
 from evaluators.latency._cache import LatencyCache
 from evaluators.latency._latency import Latency
 from evaluators.latency._lock import DeviceLock
@@ -22,6 +31,9 @@ if TYPE_CHECKING:
 __all__ = ["LatencyMeter"]
 
 logger = logging.getLogger(__name__)
+
+# seconds to wait before a measurement's next attempt, times the attempt's number
+RETRY_PAUSE_S = 0.25
 
 
 class LatencyMeter:
@@ -108,8 +120,10 @@ class LatencyMeter:
                 a new measurement is stored.
 
         Returns:
-            The measured (or cached) latency. When the profile sets ``max_cv``, a noisier
-            measurement is repeated (up to ``max_attempts``) and the least noisy kept.
+            The measured (or cached) latency. A measurement noisier than ``max_cv`` or taken
+            while other processes contend for its cores is repeated (up to
+            ``max_attempts``); when none was reliable, the least disturbed one is returned
+            with ``reliable=False`` and the reason, and is not cached.
 
         Raises:
             ValueError: ``input_shape`` is malformed.
@@ -131,7 +145,7 @@ class LatencyMeter:
             key or type(model).__name__, self.profile.name, shape,
             latency.median_ms, latency.p90_ms, latency.cv,
         )
-        if key is not None:
+        if key is not None and latency.reliable:  # an unreliable figure is measured again
             self.cache.put(key, fingerprint, shape, latency)
         return latency
 
@@ -143,7 +157,7 @@ class LatencyMeter:
         Each round times every model once, in an order that rotates from round to round,
         so a change in the machine's load or clock during the measurement touches all of
         them alike: ratios between the results are fair. Each result summarises the samples
-        of all its rounds. Nothing is cached.
+        of all its rounds, and is unreliable when any of its rounds was. Nothing is cached.
 
         Args:
             models: What to compare (modules, ONNX bytes or paths, as :meth:`measure`).
@@ -160,27 +174,76 @@ class LatencyMeter:
             raise ValueError(f"rounds: must be >= 1, got {rounds}")
         shape = self.input_shape(input_shape)
         samples: list[list[float]] = [[] for _ in models]
+        flags: list[list[Latency]] = [[] for _ in models]
         for r in range(rounds):
             for i in [(j + r) % len(models) for j in range(len(models))]:
-                samples[i].extend(self._time(models[i], shape).samples_ms)
-        return [Latency.from_samples(s) for s in samples]
+                latency = self._time(models[i], shape)
+                samples[i].extend(latency.samples_ms)
+                if not latency.reliable:
+                    flags[i].append(latency)
+        results = []
+        for s, bad in zip(samples, flags):
+            latency = Latency.from_samples(s)
+            if bad:  # a round the device could not measure makes the whole figure doubtful
+                latency = dataclasses.replace(latency, load=max(b.load for b in bad)).flagged(
+                    f"{len(bad)} of {rounds} rounds unreliable: {bad[0].unreliable_reason}")
+            results.append(latency)
+        return results
 
     def _time(self, model: ModelLike, shape: tuple[int, ...]) -> Latency:
-        """Times ``model`` with the profile's protocol, holding the device lock; when the
-        profile sets ``max_cv``, a noisier measurement is repeated and the quietest kept."""
+        """Times ``model`` with the profile's protocol, holding the device lock (and bound to
+        the profile's ``pin_cores``). An attempt counts when its CV is within ``max_cv`` and no
+        other process contended for its cores beyond ``max_load``; up to ``max_attempts`` are
+        taken, pausing between them so that a passing load can pass. The first that counts is
+        returned, or else the least disturbed one, flagged unreliable with the reason."""
         profile = self.profile
-        latency: Latency | None = None
+        best: Latency | None = None
         title = f"latency meter [{profile.name}]"
-        with eval_mode(model), self.lock.measure(), process_title(title, append=True):
-            for _ in range(profile.max_attempts):
+        with eval_mode(model), self.lock.measure(), process_title(title, append=True), \
+                pinned(profile.pin_cores if profile.device == "cpu" else None) as cores:
+            for attempt in range(profile.max_attempts):
+                if attempt:
+                    time.sleep(min(RETRY_PAUSE_S * attempt, 2.0))
+                probe = CpuActivityProbe(cores, threads=profile.threads or len(cores))
+                gpu_busy = cuda_busy_reason() if profile.device == "cuda" else None
+                probe.start()
                 samples = self.backend.time(
                     model, shape, warmup=profile.warmup, repeats=profile.repeats,
                     min_sample_ms=profile.min_sample_ms,
                 )
-                attempt = Latency.from_samples(samples)
-                if latency is None or attempt.cv < latency.cv:
-                    latency = attempt  # keep the least disturbed measurement
-                if profile.max_cv is None or latency.cv <= profile.max_cv:
-                    break
-        assert latency is not None
-        return latency
+                activity = probe.stop()
+                latency = self._judge(Latency.from_samples(samples), activity, gpu_busy)
+                if latency.reliable:
+                    return latency
+                if best is None or self._disturbance(latency) < self._disturbance(best):
+                    best = latency  # keep the least disturbed measurement
+        assert best is not None
+        reason = best.unreliable_reason
+        if self._disturbance(best)[0] and profile.device == "cpu":
+            culprits = busiest_processes()
+            if culprits:
+                reason += "; busiest now: " + ", ".join(culprits)
+        attempts = profile.max_attempts
+        logger.warning("latency on profile %r not measured reliably after %d attempt%s: %s",
+                       profile.name, attempts, "s" * (attempts != 1), reason)
+        return best.flagged(f"{reason} (after {attempts} attempt{'s' * (attempts != 1)})")
+
+    def _disturbance(self, latency: Latency) -> tuple[bool, float]:
+        """Orders attempts: those on a quiet enough device first, then by CV."""
+        limit = self.profile.max_load
+        busy = "busy " in latency.unreliable_reason
+        return (busy or (limit is not None and latency.load > limit), latency.cv)
+
+    def _judge(self, latency: Latency, activity: CoreActivity, gpu_busy: str | None = None
+               ) -> Latency:
+        """Returns ``latency`` with the contention it saw, flagged when too noisy or busy."""
+        profile = self.profile
+        latency = dataclasses.replace(latency, load=activity.contention)
+        reasons = [f"busy GPU: {gpu_busy}"] if gpu_busy else []
+        if profile.device == "cpu" and profile.max_load is not None \
+                and activity.contention > profile.max_load:
+            reasons.append(f"busy device: {activity.describe()}, above max_load "
+                           f"{profile.max_load:g}")
+        if profile.max_cv is not None and latency.cv > profile.max_cv:
+            reasons.append(f"CV {latency.cv:.3f} above max_cv {profile.max_cv:g}")
+        return latency.flagged("; ".join(reasons)) if reasons else latency

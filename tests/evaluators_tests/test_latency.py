@@ -330,8 +330,13 @@ def test_noisy_measurements_are_repeated_and_the_quietest_kept(lock: DeviceLock)
     latency = LatencyMeter(profile, lock=lock, backend=backend).measure(_net(), SHAPE)
     assert backend.calls == 3 and latency.cv == 0.0
     backend = _Scripted(profile, [noisy, quieter, noisy])
-    latency = LatencyMeter(profile, lock=lock, backend=backend).measure(_net(), SHAPE)
+    meter = LatencyMeter(profile, lock=lock, backend=backend)
+    latency = meter.measure(_net(), SHAPE, key="always-noisy")
     assert backend.calls == 3 and latency.median_ms == 1.0 and 0 < latency.cv < 0.2
+    # never good enough: flagged with the reason, and not cached as if it were true
+    assert not latency.reliable and "above max_cv 0.1" in latency.unreliable_reason
+    assert "after 3 attempts" in latency.unreliable_reason
+    assert meter.cache.get("always-noisy", profile.fingerprint(), (1, *SHAPE[1:])) is None
     once = _profile("cpu", max_cv=None)
     backend = _Scripted(once, [noisy, quiet])
     assert LatencyMeter(once, lock=lock, backend=backend).measure(_net(), SHAPE).cv > 1

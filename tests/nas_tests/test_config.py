@@ -53,6 +53,29 @@ def test_malformed_config_exits_2_and_names_the_key(
     assert not (tmp_path / "run").exists()  # nothing written for bad input
 
 
+def test_an_objective_the_device_cannot_measure_exits_2_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from evaluators import energy_unavailable_reason
+    from hwprofiles import load_profile
+
+    if energy_unavailable_reason(load_profile("cpu")) is None:
+        pytest.skip("this CPU reports its energy: energy_mj is a valid objective here")
+    for override in ("search.objectives={accuracy: max, energy_mj: min}",
+                     "search.constraints={energy_mj: 5}"):
+        status = main(["search", str(QUICKSTART), "--set", override,
+                       "--run-dir", str(tmp_path / "run")])
+        out = " ".join(capsys.readouterr().out.split())
+        assert status == 2 and "energy_mj: cannot be measured on profile 'cpu'" in out, out
+        assert "RAPL" in out and not (tmp_path / "run").exists()
+
+
+def test_memory_and_size_objectives_are_accepted() -> None:
+    objectives = "search.objectives={accuracy: max, latency_ms: min, peak_memory_mb: min}"
+    spec = load_config(QUICKSTART, [objectives, "search.constraints={size_mb: 1}"])
+    assert list(spec.search.objectives) == ["accuracy", "latency_ms", "peak_memory_mb"]
+
+
 def test_bad_override_is_validated_like_the_file(capsys: pytest.CaptureFixture[str]) -> None:
     status = main(["search", str(QUICKSTART), "--set", "search.n_trials=-3"])
     assert status == 2

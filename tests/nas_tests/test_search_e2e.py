@@ -222,3 +222,21 @@ def test_ctrl_c_leaves_a_truthful_study_and_the_run_resumes(tmp_path: Path) -> N
               "--set", "search.n_trials=4", "--set", "ray.dashboard=false", cwd=tmp_path).stdout
     trials = pd.read_parquet(run / "trials.parquet")
     assert len(trials[trials["error"] != INTERRUPTED]) >= 4
+
+
+def test_peak_memory_is_an_objective_end_to_end(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    nas("search", str(QUICKSTART), "--run-dir", str(run), *TINY, "--set", "search.n_trials=3",
+        "--set", "search.objectives={accuracy: max, latency_ms: min, peak_memory_mb: min}",
+        "--set", "ray.dashboard=false", cwd=tmp_path)
+    trials = pd.read_parquet(run / "trials.parquet")
+    assert (trials["state"] == "COMPLETE").all()
+    assert (trials["peak_memory_mb"] > 0).all() and (trials["size_mb"] > 0).all()
+    study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{run / 'study.db'}")
+    assert study.metric_names == ["accuracy", "latency_ms", "peak_memory_mb"]
+    front = pd.read_csv(run / "pareto.csv")
+    assert len(front) >= 1 and front["peak_memory_mb"].notna().all()
+    html = (run / "report.html").read_text()
+    for pair in ("accuracy vs latency_ms", "accuracy vs peak_memory_mb",
+                 "peak_memory_mb vs latency_ms"):
+        assert pair in html, pair  # the plot's menu offers every pair of the three objectives

@@ -14,6 +14,7 @@ from pareto import (
     choose_deployed,
     deployable,
     deployed_front,
+    front_candidates,
     hypervolume,
     hypervolume_fraction,
     is_feasible,
@@ -130,6 +131,17 @@ def test_search_front_is_complete_feasible_and_non_dominated() -> None:
     })
     front = search_front(frame, {"accuracy": "max", "latency_ms": "min"})
     assert sorted(front["accuracy"].tolist()) == [0.8, 0.9]
+
+
+def test_a_latency_measured_unreliably_never_reaches_the_front() -> None:
+    frame = pd.DataFrame({
+        "state": ["COMPLETE"] * 3, "feasible": [True] * 3,
+        "accuracy": [0.9, 0.8, 0.99], "latency_ms": [2.0, 1.0, 0.5],
+        "latency_reliable": [True, True, False],  # would dominate both
+    })
+    front = search_front(frame, {"accuracy": "max", "latency_ms": "min"})
+    assert sorted(front["accuracy"].tolist()) == [0.8, 0.9]
+    assert front_candidates(frame.drop(columns="latency_reliable")).shape[0] == 3
 
 
 def test_feasibility_needs_every_bound_met_by_a_finite_value() -> None:

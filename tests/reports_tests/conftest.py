@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 HOSTILE = '<script>window.__pwned = 1</script><img src="x" onerror="window.__pwned = 2">'
 
 MakeRun = Callable[..., Path]
+UNRELIABLE_NOTE = ("busy device: other processes used 0.93 of core 0 over 0.41 s, above "
+                   "max_load 0.25 (after 3 attempts)")
 
 
 def _fake_metrics(arch: dict, rng: random.Random) -> dict[str, float]:
@@ -38,12 +40,13 @@ def _fake_metrics(arch: dict, rng: random.Random) -> dict[str, float]:
 def build_run(
     root: Path, *, trials: int = 24, compressed: bool = True, failures: int = 2,
     name: str = "report-test", error: str = "RuntimeError: simulated out of memory", seed: int = 0,
-    overrides: tuple[str, ...] = (), int8_slower: bool = False,
+    overrides: tuple[str, ...] = (), int8_slower: bool = False, unreliable: int = 0,
 ) -> Path:
     """Writes a finished run directory with ``trials`` trials (``failures`` of them FAIL
     with ``error``), its Pareto set, latency samples and, if ``compressed``, compression
     results for its two fastest Pareto models (with ``int8_slower``, INT8 measured slower
-    than its input, so the models ship fp32)."""
+    than its input, so the models ship fp32). The last ``unreliable`` trials are the most
+    accurate and fastest, but their latency was measured on a busy device."""
     overrides = [f"search.n_trials={trials}", f"experiment.seed={seed}", *overrides]
     if not compressed:
         overrides.append("compress.enabled=false")
@@ -68,7 +71,10 @@ def build_run(
             if i < failures:
                 adapter.tell_result(number, None, error)
                 continue
-            metrics = _fake_metrics(dict(arch.items()), rng)
+            metrics: dict[str, object] = dict(_fake_metrics(dict(arch.items()), rng))
+            if i >= trials - unreliable:
+                metrics.update(accuracy=0.999, latency_ms=0.001, latency_reliable=0.0,
+                               latency_note=UNRELIABLE_NOTE)
             adapter.tell_result(number, metrics, None)
             samples = [metrics["latency_ms"] * rng.uniform(0.95, 1.1) for _ in range(40)]
             cache.put(arch.key(), profile.fingerprint(), (1, 1, 16, 16), Latency.from_samples(samples))

@@ -190,3 +190,23 @@ def test_a_slower_int8_is_never_recommended_and_the_page_says_why(
     html = out.read_text()
     assert "model.int8.onnx</a>" not in html.split('id="recommendation"')[1].split("</section>")[0]
     assert "Ships distilled.onnx" in html
+
+
+def test_trials_with_an_unreliable_latency_stay_off_the_front_and_say_so(
+    run_factory: MakeRun, tmp_path: Path
+) -> None:
+    from tests.reports_tests.conftest import UNRELIABLE_NOTE
+
+    root = run_factory("unreliable", trials=12, failures=0, compressed=False, unreliable=2)
+    trials = pd.read_parquet(root / "trials.parquet")
+    doubtful = trials[~trials["latency_reliable"]]
+    assert len(doubtful) == 2 and (doubtful["accuracy"] == trials["accuracy"].max()).all()
+    front = pd.read_csv(root / "pareto.csv")
+    assert not set(doubtful["number"]) & set(front["number"])  # they would dominate it all
+    [run] = load_runs([root])
+    _, points = pareto_figure([run], ArchNames())
+    assert points["latency not measured reliably (off the front)"] == 2
+    out = tmp_path / "report.html"
+    write_report([root], out)
+    html = out.read_text()
+    assert html.count("latency not measured reliably, off the front: " + UNRELIABLE_NOTE) == 2
