@@ -72,8 +72,8 @@ def test_profile_error_is_a_value_error() -> None:
         ("backend: torch\n", r"device: required key is missing \(one of 'cpu', 'cuda'\)"),
         ("device: cpu\nbackend: torch\nthread: 1\n",
          (r"thread: unknown key \(allowed keys: name, description, device, backend, precision, "
-         r"batch_size, threads, warmup, repeats, min_sample_ms, max_cv, max_attempts, resources, "
-         r"channel_multiple\)")),
+         r"batch_size, threads, warmup, repeats, min_sample_ms, max_cv, max_attempts, max_load, "
+         r"pin_cores, resources, channel_multiple\)")),
         ("device: cpu\nbackend: torch\nbatch_size: 0\n", r"batch_size: must be > 0, got 0"),
         ("device: cpu\nbackend: torch\nrepeats: 3\n", r"repeats: must be >= 5, got 3"),
         ("device: cpu\nbackend: torch\nwarmup: -1\n", r"warmup: must be >= 0, got -1"),

@@ -25,7 +25,8 @@ TINY = ["--set", "supernet.epochs=1", "--set", "search.max_concurrent=2",
         "--set", "search.recalibration_batches=2", "--set", "compress.top_k=1",
         "--set", "compress.finetune_epochs=1", "--set", "compress.prune.iterations=1",
         "--set", "compress.prune.finetune_epochs=1", "--set", "compress.distill.epochs=1",
-        "--set", "compress.max_accuracy_drop=100"]  # the budget has its own tests
+        "--set", "compress.max_accuracy_drop=100",  # the budget has its own tests
+        "--set", "search.remeasure=0"]  # so do re-measurements (they add trials)
 
 pytestmark = pytest.mark.slow
 
