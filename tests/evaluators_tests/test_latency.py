@@ -29,9 +29,10 @@ SHAPE = (1, 3, 16, 16)
 
 
 def _profile(name: str, **changes: Any) -> HardwareProfile:
-    """A shipped profile with a shorter protocol (one attempt), validated like a YAML file."""
+    """A shipped profile with a shorter protocol (one attempt: neither noise nor load asks
+    for another), validated like a YAML file."""
     fields = {**load_profile(name).model_dump(), "warmup": 2, "repeats": 10, "max_cv": None,
-              **changes}
+              "max_load": None, **changes}
     return HardwareProfile(**fields)
 
 

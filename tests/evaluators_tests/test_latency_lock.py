@@ -116,7 +116,8 @@ def test_measurement_never_overlaps_compute_in_another_process(
 ) -> None:
     (log,) = workers(1, 0.02)
     _wait_for(log, 3)
-    fields = {**load_profile("cpu").model_dump(), "warmup": 5, "repeats": 20, "max_cv": None}
+    fields = {**load_profile("cpu").model_dump(), "warmup": 5, "repeats": 20, "max_cv": None,
+              "max_load": None}  # one attempt each: the test counts them
     profile = HardwareProfile(**fields)
     backend = _Recording(get_backend(profile))
     meter = LatencyMeter(profile, lock=DeviceLock("cpu", lock_dir=lock_dir), backend=backend)

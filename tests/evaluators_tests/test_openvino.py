@@ -28,7 +28,7 @@ SHAPE = (1, 3, 16, 16)
 def _profile(**changes: Any) -> HardwareProfile:
     """The shipped cpu-openvino profile with a short protocol (one attempt)."""
     fields = {**load_profile("cpu-openvino").model_dump(), "warmup": 2, "repeats": 10,
-              "max_cv": None, **changes}
+              "max_cv": None, "max_load": None, **changes}
     return HardwareProfile(**fields)
 
 
