@@ -198,6 +198,7 @@ class LatencyMeter:
         returned, or else the least disturbed one, flagged unreliable with the reason."""
         profile = self.profile
         best: Latency | None = None
+        best_busy = True
         title = f"latency meter [{profile.name}]"
         with eval_mode(model), self.lock.measure(), process_title(title, append=True), \
                 pinned(profile.pin_cores if profile.device == "cpu" else None) as cores:
@@ -212,14 +213,14 @@ class LatencyMeter:
                     min_sample_ms=profile.min_sample_ms,
                 )
                 activity = probe.stop()
-                latency = self._judge(Latency.from_samples(samples), activity, gpu_busy)
+                latency, busy = self._judge(Latency.from_samples(samples), activity, gpu_busy)
                 if latency.reliable:
                     return latency
-                if best is None or self._disturbance(latency) < self._disturbance(best):
-                    best = latency  # keep the least disturbed measurement
+                if best is None or (busy, latency.cv) < (best_busy, best.cv):
+                    best, best_busy = latency, busy  # keep the least disturbed measurement
         assert best is not None
         reason = best.unreliable_reason
-        if self._disturbance(best)[0] and profile.device == "cpu":
+        if best_busy and profile.device == "cpu":
             culprits = busiest_processes()
             if culprits:
                 reason += "; busiest now: " + ", ".join(culprits)
@@ -228,22 +229,19 @@ class LatencyMeter:
                        profile.name, attempts, "s" * (attempts != 1), reason)
         return best.flagged(f"{reason} (after {attempts} attempt{'s' * (attempts != 1)})")
 
-    def _disturbance(self, latency: Latency) -> tuple[bool, float]:
-        """Orders attempts: those on a quiet enough device first, then by CV."""
-        limit = self.profile.max_load
-        busy = "busy " in latency.unreliable_reason
-        return (busy or (limit is not None and latency.load > limit), latency.cv)
-
     def _judge(self, latency: Latency, activity: CoreActivity, gpu_busy: str | None = None
-               ) -> Latency:
-        """Returns ``latency`` with the contention it saw, flagged when too noisy or busy."""
+               ) -> tuple[Latency, bool]:
+        """Returns ``latency`` with the contention it saw, flagged when too noisy or busy,
+        and whether the device was busy."""
         profile = self.profile
         latency = dataclasses.replace(latency, load=activity.contention)
         reasons = [f"busy GPU: {gpu_busy}"] if gpu_busy else []
-        if profile.device == "cpu" and profile.max_load is not None \
-                and activity.contention > profile.max_load:
+        cpu_busy = (profile.device == "cpu" and profile.max_load is not None
+                    and activity.contention > profile.max_load)
+        if cpu_busy:
             reasons.append(f"busy device: {activity.describe()}, above max_load "
                            f"{profile.max_load:g}")
         if profile.max_cv is not None and latency.cv > profile.max_cv:
             reasons.append(f"CV {latency.cv:.3f} above max_cv {profile.max_cv:g}")
-        return latency.flagged("; ".join(reasons)) if reasons else latency
+        busy = cpu_busy or bool(gpu_busy)
+        return (latency.flagged("; ".join(reasons)) if reasons else latency), busy
