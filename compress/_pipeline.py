@@ -106,6 +106,8 @@ class CompressionPipeline:
         last_ok: tuple[nn.Module, StageRecord | None] = (model, None)
         baseline: StageRecord | None = None
         int8_onnx: bytes | None = None
+        # one measurement per structure in a chain, even one the cache does not keep
+        measured: dict[str, Latency] = {}
         for stage in [*self.stages, TensorRTStage()]:
             if isinstance(stage, TensorRTStage):
                 stage.int8_onnx = int8_onnx
@@ -122,7 +124,7 @@ class CompressionPipeline:
                 out = dataclasses.replace(out, files={**out.files, f"{stage.name}.onnx": onnx},
                                           artifact=f"{stage.name}.onnx")
             timed, key = self._what_to_time(ctx, stage.name, out)
-            record = self._measure(ctx, stage.name, out, timed, key)
+            record = self._measure(ctx, stage.name, out, timed, key, measured)
             if out.model is None and parent is not None and math.isfinite(record.accuracy):
                 # a quantized export of its input's graph: the same weights count and MACs
                 record = dataclasses.replace(record, params=parent.params, macs=parent.macs)
@@ -171,7 +173,8 @@ class CompressionPipeline:
         return out.model, key
 
     def _measure(
-        self, ctx: ModelContext, stage: str, out: StageOutput, timed: Any, key: str
+        self, ctx: ModelContext, stage: str, out: StageOutput, timed: Any, key: str,
+        measured: dict[str, Latency],
     ) -> StageRecord:
         artifact = f"{ctx.out_dir.name}/{out.artifact}" if out.artifact else ""
         size = float(len(out.files.get(out.artifact, b""))) if out.artifact else math.nan
@@ -188,7 +191,9 @@ class CompressionPipeline:
             return StageRecord(ctx.model_id, stage, math.nan, math.nan, math.nan, math.nan,
                                math.nan, size, artifact, "ok", f"built ({out.info})")
         # a stage that changes weights only (distillation) runs its input's graph: one key
-        latency = ctx.meter.measure(timed, ctx.input_shape, key=key)
+        if key not in measured:
+            measured[key] = ctx.meter.measure(timed, ctx.input_shape, key=key)
+        latency = measured[key]
         return StageRecord(
             model_id=ctx.model_id, stage=stage, accuracy=acc, latency_ms=latency.median_ms,
             latency_cv=latency.cv, params=params, macs=macs, size_bytes=size,
