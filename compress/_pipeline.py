@@ -75,6 +75,8 @@ class _Timed:
     record: StageRecord
     timed: Any
     key: str  # equal keys: the same graph, one measurement
+    files: tuple[str, ...] = ()  # what it wrote to the model's directory
+    model: nn.Module | None = None  # the float model, for a float stage
 
 
 class CompressionPipeline:
@@ -135,7 +137,8 @@ class CompressionPipeline:
                 for name, data in out.files.items():
                     atomic_write_bytes(ctx.out_dir / name, data)
                 if timed is not None and math.isfinite(record.accuracy):
-                    accepted[stage.name] = _Timed(record, timed, key)
+                    accepted[stage.name] = _Timed(record, timed, key, tuple(out.files),
+                                                  out.model)
                 if out.model is not None:
                     current, parent = out.model, record
                     last_ok = (current, parent)
@@ -157,7 +160,9 @@ class CompressionPipeline:
                 on_stage(record)
         records = self._side_by_side(ctx, records, accepted)
         records = self._mark_deployed(records)
-        self._write_final(ctx, current, records)
+        final = [t.model for t in accepted.values() if t.model is not None
+                 and next(r for r in records if r.stage == t.record.stage).status == "ok"]
+        self._write_final(ctx, final[-1] if final else model, records)
         return records
 
     # -- measuring --------------------------------------------------------------------------
@@ -236,6 +241,8 @@ class CompressionPipeline:
                     f"measured side by side, {lat.median_ms:.4f} ms is "
                     f"{lat.median_ms / ref.median_ms:.2f}x {name}'s {ref.median_ms:.4f} ms on "
                     f"profile {ctx.profile.name!r}: not shipped"))
+                for file in accepted[record.stage].files:  # never left where a deployer looks
+                    (ctx.out_dir / file).unlink(missing_ok=True)
             result.append(record)
         return result
 

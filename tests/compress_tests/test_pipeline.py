@@ -190,6 +190,57 @@ def test_a_slower_stage_is_recorded_never_shipped_and_the_chain_goes_on_from_the
             onnx.checker.check_model(onnx.load(tmp_path / "models" / r.artifact))
 
 
+class Tiny(nn.Module):
+    """Pools the image to one value per class: a graph far faster than any real model."""
+
+    def __init__(self, channels: int, classes: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(x).flatten(1))
+
+
+class TimedFromFile(CompressionStage):
+    """An artifact stage timed from a file on disk, which starts as a far faster graph."""
+
+    name = "int8"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def apply(self, ctx: ModelContext, model: nn.Module) -> StageOutput:
+        from evaluators import export_onnx
+
+        self.path.write_bytes(export_onnx(Tiny(ctx.input_shape[1], 10).eval(), ctx.input_shape))
+        return StageOutput(timed=self.path, score=lambda x, y: 1.0,
+                           files={"model.int8.onnx": self.path.read_bytes()},
+                           artifact="model.int8.onnx")
+
+
+def test_a_stage_found_slower_side_by_side_leaves_no_file_behind(
+    data, trained, tmp_path: Path
+) -> None:
+    from evaluators import export_onnx
+
+    timed = tmp_path / "timed.onnx"
+    ctx = context(data, tmp_path, trained)
+
+    def swap(record) -> None:  # once accepted, the graph becomes much slower than its input
+        if record.stage == "int8":
+            assert record.status == "ok"
+            timed.write_bytes(export_onnx(Heavy(copy.deepcopy(trained), ctx.input_shape[1]).eval(),
+                                          ctx.input_shape))
+
+    records = CompressionPipeline([Keep(), TimedFromFile(timed)]).run(ctx, trained, on_stage=swap)
+    int8 = next(r for r in records if r.stage == "int8")
+    assert int8.status == "slower" and "measured side by side" in int8.reason
+    assert not int8.deployed and next(r for r in records if r.deployed).stage == "baseline"
+    folder = tmp_path / "models" / "trial_0"
+    assert not (folder / "model.int8.onnx").exists() and (folder / "baseline.onnx").is_file()
+
+
 def test_stages_of_one_structure_share_one_latency(data, trained, tmp_path: Path) -> None:
     # distillation changes weights only: its latency is its input's measurement
     records = CompressionPipeline([Keep(), Record()]).run(context(data, tmp_path, trained), trained)
