@@ -43,11 +43,13 @@ logger = logging.getLogger(__name__)
 # below it a layer collapses faster than fine-tuning can recover.
 MIN_KEEP_RATIO = 0.25
 # Re-plans per step after measuring: the table's sum misses fusion and overhead effects.
-MAX_REPLANS = 4
+MAX_REPLANS = 5
 # A cut considers up to this many multiples of channels at once (see ``_next_block``).
 LOOKAHEAD = 4
 # A measured saving below this share of the latency means pruning no longer pays here.
 MIN_USEFUL_SAVING = 0.01
+# Rounds in a row below that saving before a step stops (one may be a disturbed measurement).
+USELESS_ROUNDS = 2
 # Bounds of the measured-over-predicted saving that scales the next plan of a step.
 MIN_EFFICIENCY, MAX_EFFICIENCY = 0.5, 2.0
 
@@ -137,19 +139,24 @@ class LatencyAwarePruner:
         self.graph: tp.DependencyGraph | None = None
         self.latency_ms = measure() if latency_ms is None else latency_ms
 
-    def step(self, goal_ms: float) -> list[PlannedCut]:
-        """Prunes until the measured latency is at most ``goal_ms`` or nothing useful is left.
+    def step(self, goal_ms: float, max_saving_ms: float = math.inf) -> list[PlannedCut]:
+        """Prunes until the measured latency is at most ``goal_ms`` or nothing useful is left;
+        the cuts' predicted savings sum to at most ``max_saving_ms`` (a retry's smaller cut).
 
         Returns:
             The cuts made, in order; ``self.latency_ms`` is the latency measured after them.
         """
         cuts: list[PlannedCut] = []
         efficiency = 1.0  # measured saving over predicted saving of the last round
+        useless = 0  # rounds in a row whose measured saving was too small to count
         for _ in range(MAX_REPLANS):
             gap = self.latency_ms - goal_ms
             if gap <= 0:
                 break
-            planned = self._plan(gap / efficiency)
+            budget = max_saving_ms - sum(c.saving_ms for c in cuts)
+            if budget <= 0:
+                break
+            planned = self._plan(min(gap / efficiency, budget))
             if not planned:
                 logger.info("latency-aware pruning: no group can lose channels that save time")
                 break
@@ -162,7 +169,14 @@ class LatencyAwarePruner:
             logger.info("latency-aware pruning: %d groups cut, predicted %.4f ms, measured "
                         "%.4f -> %.4f ms", len(planned), predicted, before, self.latency_ms)
             if saved < MIN_USEFUL_SAVING * before:
-                break
+                # one round that saves nothing may be a disturbed measurement; two in a row
+                # say the cuts left save too little on this device
+                useless += 1
+                if useless >= USELESS_ROUNDS:
+                    break
+                efficiency = MIN_EFFICIENCY
+                continue
+            useless = 0
             # a noisy measurement must not make the next plan many times the gap
             efficiency = (min(MAX_EFFICIENCY, max(MIN_EFFICIENCY, saved / predicted))
                           if predicted > 0 else 1.0)

@@ -423,10 +423,10 @@ def _prune_latency(
         goal = base_ms * (final_ms / base_ms) ** ((i + 1) / iterations)
         if latency <= goal:  # an earlier step's last cut went past this goal too
             continue
-        aim, undone = goal, ""
+        aim, undone, most = goal, "", math.inf
         for _ in range(1 + STEP_RETRIES):
             snapshot, history_len, before = copy.deepcopy(pruned), len(pruner.history), latency
-            cuts = pruner.step(aim)
+            cuts = pruner.step(aim, max_saving_ms=most)
             latency = pruner.latency_ms
             macs, params = count_macs(pruned, shape), count_params(pruned)
             logger.info("prune step %d: %.4f ms (goal %.4f ms, %.2fx faster), %d MACs", i,
@@ -449,6 +449,7 @@ def _prune_latency(
             pruner = pruner_of(pruned, before, pruner.initial_channels)
             pruner.history = kept
             aim = before - (before - max(aim, reached)) / 2
+            most = sum(c.saving_ms for c in cuts) / 2  # and cut at most half as much
             logger.info("prune step %d: %s; trying a smaller cut, to %.4f ms", i, undone, aim)
         if undone:
             note = f"step {i}: {undone}, and so was each smaller cut tried"
