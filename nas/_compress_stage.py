@@ -84,6 +84,14 @@ class CompressStage(Stage):
         if done.get("settings") != digest:
             rows = pd.DataFrame()  # other settings: earlier results describe another pipeline
         chosen = select_models(pd.read_csv(run.pareto), spec.compress.top_k, spec.compress.select)
+        if chosen.empty:  # nothing measured reliably within the constraints: nothing to ship
+            ctx.console.print(
+                "[yellow]compress: the Pareto front is empty (no trial within the constraints "
+                "with a reliably measured latency), so no model was compressed; see the "
+                "search's table of trials kept off the front, and search again on a quieter "
+                "device or with looser constraints[/]")
+            run.mark_done(self.name, settings=digest, models=0, seconds=0.0)
+            return
         finished = set(rows["model_id"]) if not rows.empty else set()
         todo = [r for r in chosen.itertuples() if f"trial_{r.number}" not in finished]
         seconds = float(done.get("seconds", 0.0)) if done.get("settings") == digest else 0.0
