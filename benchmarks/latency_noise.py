@@ -106,23 +106,43 @@ def _cv(values: list[float]) -> float:
     return statistics.pstdev(values) / statistics.fmean(values)
 
 
-def measure(profile: HardwareProfile, name: str, model: nn.Module, shape: tuple[int, ...],
-            runs: int, lock: DeviceLock) -> Row:
-    meter = LatencyMeter(profile, lock=lock)
-    started = time.monotonic()
-    results = [meter.measure(model, shape) for _ in range(runs)]
-    medians = [r.median_ms for r in results]
-    return Row(
-        profile=profile.name, model=name,
-        mmacs=count_macs(model, shape) / 1e6, params_m=count_params(model) / 1e6,
-        runs=runs, repeats=profile.repeats,
-        median_ms=statistics.median(medians),
-        p90_ms=statistics.median(r.p90_ms for r in results),
-        within_run_cv=statistics.median(r.cv for r in results),
-        run_to_run_cv=_cv(medians) if runs > 1 else 0.0,
-        seconds=time.monotonic() - started,
-        unreliable=sum(not r.reliable for r in results),
-    )
+def measure(profiles: list[HardwareProfile], name: str, model: nn.Module,
+            shape: tuple[int, ...], runs: int, lock: DeviceLock) -> list[Row]:
+    """Returns one row per profile for ``model``, measured ``runs`` times with each profile in
+    turn (run by run, the profiles interleaved), so that the rows compare side by side."""
+    meters = [LatencyMeter(p, lock=lock) for p in profiles]
+    results: list[list] = [[] for _ in profiles]
+    seconds = [0.0 for _ in profiles]
+    for _ in range(runs):
+        for i, meter in enumerate(meters):
+            started = time.monotonic()
+            results[i].append(meter.measure(model, shape))
+            seconds[i] += time.monotonic() - started
+    rows = []
+    for profile, got, spent in zip(profiles, results, seconds, strict=True):
+        medians = [r.median_ms for r in got]
+        rows.append(Row(
+            profile=_label(profile, len(profiles) > 1), model=name,
+            mmacs=count_macs(model, shape) / 1e6, params_m=count_params(model) / 1e6,
+            runs=runs, repeats=profile.repeats,
+            median_ms=statistics.median(medians),
+            p90_ms=statistics.median(r.p90_ms for r in got),
+            within_run_cv=statistics.median(r.cv for r in got),
+            run_to_run_cv=_cv(medians) if runs > 1 else 0.0,
+            seconds=spent, unreliable=sum(not r.reliable for r in got),
+        ))
+    return rows
+
+
+def _label(profile: HardwareProfile, variants: bool) -> str:
+    return f"{profile.name} (windows {profile.windows})" if variants else profile.name
+
+
+def _variants(profile: HardwareProfile, windows: list[int] | None) -> list[HardwareProfile]:
+    """Returns ``profile`` once per requested window count (itself when none is asked)."""
+    if not windows:
+        return [profile]
+    return [HardwareProfile(**{**profile.model_dump(), "windows": w}) for w in windows]
 
 
 def run_models(run_dir: str, archs: int) -> tuple[HardwareProfile, dict[str, nn.Module],
@@ -153,11 +173,13 @@ def print_table(rows: list[Row]) -> None:
     cells = [[r.profile, r.model, f"{r.mmacs:.1f}", f"{r.params_m:.2f}", f"{r.median_ms:.3f}",
               f"{r.p90_ms:.3f}", f"{r.within_run_cv:.3f}", f"{r.run_to_run_cv:.3f}",
               f"{r.runs} x {r.repeats}", str(r.unreliable)] for r in rows]
-    if len(rows) > 1:
-        cells.append(["", "median", "", "", "", "",
-                      f"{statistics.median(r.within_run_cv for r in rows):.3f}",
-                      f"{statistics.median(r.run_to_run_cv for r in rows):.3f}", "",
-                      str(sum(r.unreliable for r in rows))])
+    for label in dict.fromkeys(r.profile for r in rows):  # a median row per profile
+        group = [r for r in rows if r.profile == label]
+        if len(group) > 1:
+            cells.append([label, "median", "", "", "", "",
+                          f"{statistics.median(r.within_run_cv for r in group):.3f}",
+                          f"{statistics.median(r.run_to_run_cv for r in group):.3f}", "",
+                          str(sum(r.unreliable for r in group))])
     try:
         from rich.console import Console
         from rich.table import Table
@@ -189,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="meter runs per model (default 5)")
     parser.add_argument("--repeats", type=int, help="override the profiles' repeats")
     parser.add_argument("--warmup", type=int, help="override the profiles' warm-up")
+    parser.add_argument("--windows", nargs="+", type=int,
+                        help="compare these window counts side by side (runs interleaved), "
+                             "e.g. --windows 1 5; default: the profiles' own")
     parser.add_argument("--lock-dir", help="device lock directory (default: the system one)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--run", help="measure a finished run's own trial subnets instead")
@@ -202,8 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         lock = DeviceLock(profile.device, lock_dir=args.lock_dir)
         rows = []
         for name, model in subnets.items():
-            rows.append(measure(profile, name, model, run_shape, args.runs, lock))
-            print(f"  {profile.name} {name}: {rows[-1].seconds:.1f}s", file=sys.stderr)
+            rows.extend(measure(_variants(profile, args.windows), name, model, run_shape,
+                                args.runs, lock))
+            print(f"  {profile.name} {name}: done", file=sys.stderr)
+        rows.sort(key=lambda r: r.profile)
         print(f"run {args.run}: input {run_shape}, profile {profile.name}")
         print_table(rows)
         return 0
@@ -217,8 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         profile = HardwareProfile(**{**profile.model_dump(), **overrides})
         lock = DeviceLock(profile.device, lock_dir=args.lock_dir)
         for name, model in models.items():
-            rows.append(measure(profile, name, model, shape, args.runs, lock))
-            print(f"  {profile.name} {name}: {rows[-1].seconds:.1f}s", file=sys.stderr)
+            rows.extend(measure(_variants(profile, args.windows), name, model, shape, args.runs,
+                                lock))
+            print(f"  {profile.name} {name}: done", file=sys.stderr)
     print(f"input {shape}, torch {torch.__version__}, {torch.get_num_threads()} host threads")
     print_table(rows)
     if args.json:

@@ -30,13 +30,13 @@ __all__ = ["HardwareProfile", "ProfileError", "list_profiles", "load_profile"]
 
 # Bumped whenever the meaning of a fingerprinted field changes, so that cached
 # measurements taken under the old meaning stop matching.
-_FINGERPRINT_VERSION = 3
+_FINGERPRINT_VERSION = 4
 
 # Fields that change what a latency measurement returns. Name, description and the
 # Ray resources only decide where and under which label a measurement runs.
 _MEASUREMENT_FIELDS = (
     "device", "backend", "precision", "batch_size", "threads", "warmup", "repeats",
-    "min_sample_ms", "max_cv", "max_attempts",
+    "min_sample_ms", "max_cv", "max_attempts", "windows",
 )
 
 _PACKAGE = "hwprofiles"
@@ -66,6 +66,11 @@ class HardwareProfile(BaseModel):
         min_sample_ms: A sample averages back-to-back runs until it lasts this long (0: one
             run per sample). Sub-millisecond models timed call by call measure mostly
             timer and scheduler jitter.
+        windows: The repeats are timed in this many groups, ``window_pause_ms`` apart, and
+            the latency is the median of the quietest group: on a shared machine another
+            tenant's burst (invisible from inside a VM) only ever slows a group down, so
+            the quietest one repeats from measurement to measurement. 1: one group.
+        window_pause_ms: Idle time between two groups.
         max_cv: A measurement noisier than this (coefficient of variation) is taken again,
             up to ``max_attempts`` times, and the least noisy one kept; ``None`` accepts any.
         max_attempts: Measurements at most per model when ``max_cv`` is exceeded or the
@@ -99,6 +104,8 @@ class HardwareProfile(BaseModel):
     warmup: int = Field(default=20, ge=0)
     repeats: int = Field(default=100, ge=5)
     min_sample_ms: float = Field(default=0.0, ge=0, le=1000)
+    windows: int = Field(default=1, ge=1, le=100)
+    window_pause_ms: float = Field(default=0.0, ge=0, le=10_000)
     max_cv: float | None = Field(default=None, gt=0)
     max_attempts: int = Field(default=1, ge=1, le=10)
     max_load: float | None = Field(default=0.25, ge=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -86,13 +87,17 @@ class LatencyBackend(ABC):
         warmup: int,
         repeats: int,
         min_sample_ms: float = 0.0,
+        windows: int = 1,
+        window_pause_ms: float = 0.0,
     ) -> list[float]:
         """Runs ``warmup`` untimed then ``repeats`` timed samples of inference.
 
         A sample is one inference, or, when one is shorter than ``min_sample_ms``, the
         mean of the smallest number of back-to-back inferences that lasts that long
         (timeit's autorange): a 40-microsecond model timed call by call measures timer
-        and scheduler jitter more than the model.
+        and scheduler jitter more than the model. The samples are taken in ``windows``
+        consecutive groups of near-equal size with ``window_pause_ms`` between them, so
+        that one measurement spans more than a passing disturbance.
 
         Args:
             model: The model to time. Must not be modified.
@@ -100,6 +105,8 @@ class LatencyBackend(ABC):
             warmup: Untimed runs first.
             repeats: Timed samples.
             min_sample_ms: The shortest a sample may last; 0 times every run alone.
+            windows: Groups the samples are taken in.
+            window_pause_ms: Idle time between two groups.
 
         Returns:
             ``repeats`` per-inference latencies in milliseconds, in the order they ran.
@@ -117,7 +124,14 @@ class LatencyBackend(ABC):
                     break
                 grow = math.ceil(inner * min_sample_ms / max(elapsed, 1e-6))
                 inner = min(_MAX_INNER, max(2 * inner, grow))
-            return [run(inner) / inner for _ in range(repeats)]
+            samples: list[float] = []
+            windows = max(1, min(windows, repeats))
+            size, extra = divmod(repeats, windows)
+            for w in range(windows):
+                if w and window_pause_ms > 0:
+                    time.sleep(window_pause_ms / 1000)
+                samples.extend(run(inner) / inner for _ in range(size + (w < extra)))
+            return samples
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(profile={self.profile.name!r})"

@@ -17,10 +17,15 @@ class Latency:
     """Summary statistics of repeated, timed inference runs.
 
     Attributes:
-        median_ms: Median latency in milliseconds; the value to optimise.
-        p90_ms: 90th percentile in milliseconds (linear interpolation between samples).
-        mean_ms: Arithmetic mean in milliseconds.
-        cv: Coefficient of variation, population standard deviation over mean.
+        median_ms: Median latency in milliseconds; the value to optimise. A measurement
+            taken in several windows reports the median of its quietest window (the one
+            with the lowest median): on a shared machine another tenant's burst only ever
+            slows a window down.
+        p90_ms: 90th percentile in milliseconds (linear interpolation between samples), over
+            every window: the tail a deployment sees includes the slow moments.
+        mean_ms: Arithmetic mean in milliseconds of the samples behind ``median_ms``.
+        cv: Coefficient of variation of the samples behind ``median_ms``, population
+            standard deviation over mean.
         n: Number of timed runs.
         samples_ms: The timed runs themselves, in order, or ``()`` when not kept.
         reliable: Whether the device could measure it reliably: within the profile's
@@ -46,12 +51,16 @@ class Latency:
     load: float = 0.0
 
     @classmethod
-    def from_samples(cls, samples_ms: Sequence[float], *, keep_samples: bool = True) -> Latency:
+    def from_samples(
+        cls, samples_ms: Sequence[float], *, keep_samples: bool = True, windows: int = 1
+    ) -> Latency:
         """Summarises per-run latencies.
 
         Args:
-            samples_ms: Latency of each timed run in milliseconds.
+            samples_ms: Latency of each timed run in milliseconds, in the order they ran.
             keep_samples: Whether to keep the raw samples on the result.
+            windows: How many consecutive, near-equal windows the samples were timed in
+                (apart in time); the median, mean and CV are those of the quietest.
 
         Returns:
             The summary.
@@ -65,16 +74,19 @@ class Latency:
         bad = [s for s in samples if not math.isfinite(s) or s < 0]
         if bad:
             raise ValueError(f"samples_ms: every sample must be finite and >= 0, got {bad[0]}")
-        mean = statistics.fmean(samples)
+        if windows < 1:
+            raise ValueError(f"windows: must be >= 1, got {windows}")
+        quietest = min(_windows(samples, windows), key=statistics.median)
+        mean = statistics.fmean(quietest)
         if len(samples) > 1:
             p90 = statistics.quantiles(samples, n=10, method="inclusive")[8]
         else:
             p90 = samples[0]
         return cls(
-            median_ms=statistics.median(samples),
+            median_ms=statistics.median(quietest),
             p90_ms=p90,
             mean_ms=mean,
-            cv=statistics.pstdev(samples) / mean if mean > 0 else 0.0,
+            cv=statistics.pstdev(quietest) / mean if mean > 0 else 0.0,
             n=len(samples),
             samples_ms=samples if keep_samples else (),
         )
@@ -121,3 +133,16 @@ class Latency:
     def flagged(self, reason: str) -> Latency:
         """Returns a copy marked unreliable for ``reason``."""
         return dataclasses.replace(self, reliable=False, unreliable_reason=reason)
+
+
+def _windows(samples: tuple[float, ...], count: int) -> list[tuple[float, ...]]:
+    """Returns ``samples`` cut into ``count`` consecutive windows whose sizes differ by at
+    most one (fewer when there are fewer samples)."""
+    count = min(count, len(samples))
+    size, extra = divmod(len(samples), count)
+    out, start = [], 0
+    for i in range(count):
+        end = start + size + (i < extra)
+        out.append(samples[start:end])
+        start = end
+    return out

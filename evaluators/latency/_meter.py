@@ -183,7 +183,9 @@ class LatencyMeter:
                     flags[i].append(latency)
         results = []
         for s, bad in zip(samples, flags):
-            latency = Latency.from_samples(s)
+            # each round's samples are its windows: the quietest of all rounds counts
+            latency = Latency.from_samples(s, windows=rounds * min(self.profile.windows,
+                                                                   self.profile.repeats))
             if bad:  # a round the device could not measure makes the whole figure doubtful
                 latency = dataclasses.replace(latency, load=max(b.load for b in bad)).flagged(
                     f"{len(bad)} of {rounds} rounds unreliable: {bad[0].unreliable_reason}")
@@ -210,10 +212,12 @@ class LatencyMeter:
                 probe.start()
                 samples = self.backend.time(
                     model, shape, warmup=profile.warmup, repeats=profile.repeats,
-                    min_sample_ms=profile.min_sample_ms,
+                    min_sample_ms=profile.min_sample_ms, windows=profile.windows,
+                    window_pause_ms=profile.window_pause_ms,
                 )
                 activity = probe.stop()
-                latency, busy = self._judge(Latency.from_samples(samples), activity, gpu_busy)
+                latency, busy = self._judge(
+                    Latency.from_samples(samples, windows=profile.windows), activity, gpu_busy)
                 if latency.reliable:
                     return latency
                 if best is None or (busy, latency.cv) < (best_busy, best.cv):

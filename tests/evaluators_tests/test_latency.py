@@ -29,10 +29,10 @@ SHAPE = (1, 3, 16, 16)
 
 
 def _profile(name: str, **changes: Any) -> HardwareProfile:
-    """A shipped profile with a shorter protocol (one attempt: neither noise nor load asks
-    for another), validated like a YAML file."""
+    """A shipped profile with a shorter protocol (one window, one attempt: neither noise nor
+    load asks for another), validated like a YAML file."""
     fields = {**load_profile(name).model_dump(), "warmup": 2, "repeats": 10, "max_cv": None,
-              "max_load": None, **changes}
+              "max_load": None, "windows": 1, **changes}
     return HardwareProfile(**fields)
 
 
@@ -55,10 +55,10 @@ class _Counting(LatencyBackend):
         return self.inner.session(model, input_shape)
 
     def time(self, model: Any, input_shape: tuple[int, ...], *, warmup: int,
-             repeats: int, min_sample_ms: float = 0.0) -> list[float]:
+             repeats: int, min_sample_ms: float = 0.0, **windows: Any) -> list[float]:
         self.calls += 1
         return self.inner.time(model, input_shape, warmup=warmup, repeats=repeats,
-                               min_sample_ms=min_sample_ms)
+                               min_sample_ms=min_sample_ms, **windows)
 
 
 class _Probe(nn.Module):
@@ -317,9 +317,34 @@ class _Scripted(LatencyBackend):
         raise NotImplementedError
 
     def time(self, model: Any, input_shape: tuple[int, ...], *, warmup: int, repeats: int,
-             min_sample_ms: float = 0.0) -> list[float]:
+             min_sample_ms: float = 0.0, **windows: Any) -> list[float]:
         self.calls += 1
         return self.runs[self.calls - 1]
+
+
+def test_a_measurement_in_windows_reports_its_quietest_window(lock: DeviceLock) -> None:
+    # the host slowed the middle window down: the median is the quiet windows', the tail
+    # keeps the slow runs
+    burst = [1.0, 1.02, 0.98, 1.0] + [1.6, 1.7, 1.65, 1.6] + [1.01, 0.99, 1.0, 1.0]
+    profile = _profile("cpu", repeats=12, windows=3, max_cv=0.1, max_attempts=3)
+    backend = _Scripted(profile, [burst])
+    latency = LatencyMeter(profile, lock=lock, backend=backend).measure(_net(), SHAPE)
+    assert backend.calls == 1 and latency.reliable and latency.n == 12
+    assert latency.median_ms == pytest.approx(1.0) and latency.cv < 0.02
+    assert latency.p90_ms >= 1.6
+    # the same samples as one window: the burst is the measurement's own noise
+    single = Latency.from_samples(burst)
+    assert single.median_ms > 1.0 and single.cv > 0.2
+
+
+def test_windows_are_timed_apart(lock: DeviceLock) -> None:
+    backend = get_backend(_profile("cpu-torch"))
+    start = time.perf_counter()
+    samples = backend.time(_net(), SHAPE, warmup=1, repeats=7, windows=3, window_pause_ms=150)
+    assert len(samples) == 7 and time.perf_counter() - start >= 0.3
+    with pytest.raises(ValueError, match="windows: must be >= 1"):
+        Latency.from_samples([1.0], windows=0)
+    assert _profile("cpu").fingerprint() != _profile("cpu", windows=5).fingerprint()
 
 
 def test_noisy_measurements_are_repeated_and_the_quietest_kept(lock: DeviceLock) -> None:

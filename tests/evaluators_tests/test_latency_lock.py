@@ -70,10 +70,10 @@ class _Recording(LatencyBackend):
         return self.inner.session(model, input_shape)
 
     def time(self, model: Any, input_shape: tuple[int, ...], *, warmup: int,
-             repeats: int, min_sample_ms: float = 0.0) -> list[float]:
+             repeats: int, min_sample_ms: float = 0.0, **windows: Any) -> list[float]:
         start = time.monotonic()
         samples = self.inner.time(model, input_shape, warmup=warmup, repeats=repeats,
-                               min_sample_ms=min_sample_ms)
+                               min_sample_ms=min_sample_ms, **windows)
         self.intervals.append((start, time.monotonic()))
         return samples
 

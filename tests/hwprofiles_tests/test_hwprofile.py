@@ -72,7 +72,8 @@ def test_profile_error_is_a_value_error() -> None:
         ("backend: torch\n", r"device: required key is missing \(one of 'cpu', 'cuda'\)"),
         ("device: cpu\nbackend: torch\nthread: 1\n",
          (r"thread: unknown key \(allowed keys: name, description, device, backend, precision, "
-         r"batch_size, threads, warmup, repeats, min_sample_ms, max_cv, max_attempts, max_load, "
+         r"batch_size, threads, warmup, repeats, min_sample_ms, windows, window_pause_ms, max_cv, "
+         r"max_attempts, max_load, "
          r"pin_cores, resources, channel_multiple\)")),
         ("device: cpu\nbackend: torch\nbatch_size: 0\n", r"batch_size: must be > 0, got 0"),
         ("device: cpu\nbackend: torch\nrepeats: 3\n", r"repeats: must be >= 5, got 3"),
@@ -117,10 +118,10 @@ def test_fingerprint_covers_measurement_fields_only() -> None:
                                     "resources": {"CPU": 2, "hw_laptop": 1}})
     assert relabelled.fingerprint() == base.fingerprint()
     for change in ({"threads": 2}, {"batch_size": 8}, {"precision": "int8"}, {"repeats": 50},
-                   {"warmup": 0}, {"backend": "torch"}):
+                   {"warmup": 0}, {"backend": "torch"}, {"windows": 1}):
         assert HardwareProfile(**{**fields, **change}).fingerprint() != base.fingerprint(), change
 
 
 def test_fingerprint_is_stable_across_processes_and_versions() -> None:
     # A literal pins the hash: it must not depend on Python's per-process hash seed.
-    assert load_profile("cpu").fingerprint() == "d462ccd2862ac066"
+    assert load_profile("cpu").fingerprint() == "03b029650ec1740b"
