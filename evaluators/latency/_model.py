@@ -273,14 +273,24 @@ class LatencyModel:
 
 
 def _fit(features: np.ndarray, measured: np.ndarray) -> tuple[float, float, float]:
-    """Returns ``(a, b, c)`` of the least-squares fit of ``measured`` on ``[sum, blocks, 1]``,
-    in relative error (each subnet weighs alike, small or large)."""
-    from sklearn.linear_model import LinearRegression
+    """Returns ``(a, b, c)`` of ``measured ~ a * sum + b * blocks + c`` fitted in relative
+    error (each subnet weighs alike, small or large) with a Huber loss: a subnet whose
+    measurement a disturbance slipped past the meter's checks pulls the fit less than it
+    would in least squares.
 
-    weights = 1.0 / np.maximum(measured, 1e-9) ** 2  # minimises the squared relative error
-    regression = LinearRegression().fit(features, measured, sample_weight=weights)
-    a, b = (float(v) for v in regression.coef_)
-    return a, b, float(regression.intercept_)
+    Raises:
+        LatencyModelError: fewer than three subnets.
+    """
+    from sklearn.linear_model import HuberRegressor
+
+    if len(measured) < 3:
+        raise LatencyModelError(f"need at least 3 measured subnets to fit, got {len(measured)}")
+    scale = 1.0 / np.maximum(measured, 1e-9)
+    design = np.column_stack([features[:, 0], features[:, 1], np.ones(len(measured))])
+    regression = HuberRegressor(fit_intercept=False, alpha=0.0, max_iter=1000).fit(
+        design * scale[:, None], np.ones(len(measured)))
+    a, b, c = (float(v) for v in regression.coef_)
+    return a, b, c
 
 
 def model_path(cache: LatencyCache | None, space: str, fingerprint: str,
