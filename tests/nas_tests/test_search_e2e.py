@@ -26,7 +26,9 @@ TINY = ["--set", "supernet.epochs=1", "--set", "search.max_concurrent=2",
         "--set", "compress.finetune_epochs=1", "--set", "compress.prune.iterations=1",
         "--set", "compress.prune.finetune_epochs=1", "--set", "compress.distill.epochs=1",
         "--set", "compress.max_accuracy_drop=100",  # the budget has its own tests
-        "--set", "search.remeasure=0"]  # so do re-measurements (they add trials)
+        "--set", "search.remeasure=0",  # so do re-measurements (they add trials)
+        # and the shipped profiles' protocol: here a shorter one keeps the chain quick
+        "--set", f"hardware.profile={Path(__file__).with_name('cpu-quick.yaml')}"]
 
 pytestmark = pytest.mark.slow
 
