@@ -115,8 +115,6 @@ class BlockLatencyTable:
         })
         self.meter = LatencyMeter(protocol, cache=meter.cache, lock=meter.lock)
         self._known: dict[str, float] = {}
-        # blocks timed (not found in the cache) by this table: what refine() times again
-        self._timed: dict[str, tuple[nn.Module, tuple[int, ...], str]] = {}
 
     @property
     def measured(self) -> int:
@@ -131,34 +129,9 @@ class BlockLatencyTable:
         key = f"block:{structure_key(block)}"
         memo = f"{key}@{input_shape}"
         if memo not in self._known:
-            misses = self.meter.misses
             latency = self.meter.measure(block.eval(), input_shape, key=key)
             self._known[memo] = latency.median_ms
-            if self.meter.misses > misses:
-                self._timed[memo] = (block, input_shape, key)
         return self._known[memo]
-
-    def refine(self, passes: int) -> int:
-        """Times every block this table measured ``passes`` more times, pass after pass (so
-        that one block's measurements lie far apart in time), and keeps the lowest median
-        (in the cache too): a block timed during a disturbance would otherwise carry its
-        slowdown into every prediction that uses it.
-
-        Returns:
-            How many blocks got a lower figure.
-        """
-        fingerprint = self.meter.profile.fingerprint()
-        lowered = set()
-        for _ in range(passes):
-            for memo, (block, shape, key) in self._timed.items():
-                latency = self.meter.measure(block, shape)
-                if latency.reliable and latency.median_ms < self._known[memo]:
-                    self._known[memo] = latency.median_ms
-                    self.meter.cache.put(key, fingerprint, self.meter.input_shape(shape),
-                                         latency)
-                    lowered.add(memo)
-        self._timed.clear()
-        return len(lowered)
 
     def features(self, subnet: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, int]:
         """Returns the sum of ``subnet``'s block latencies and its number of blocks."""
@@ -207,25 +180,21 @@ class LatencyModel:
         *,
         num_classes: int = 10,
         fit_archs: int = 24,
-        block_passes: int = 2,
         seed: int = 0,
         progress: Any = None,
     ) -> tuple[LatencyModel, BlockLatencyTable]:
         """Measures the blocks of ``fit_archs`` subnets (the smallest, the largest and
-        random ones) and the subnets whole, times the blocks ``block_passes`` more times
-        (keeping each one's lowest median), and fits the correction.
+        random ones) and the subnets whole, and fits the correction.
 
         Returns:
             The model and its block table (which later predictions fill further).
 
         Raises:
-            LatencyModelError: the space's subnets are not a chain of blocks,
-                ``fit_archs < 3`` or ``block_passes < 0``.
+            LatencyModelError: the space's subnets are not a chain of blocks, or
+                ``fit_archs < 3``.
         """
         if fit_archs < 3:
             raise LatencyModelError(f"fit_archs: need at least 3 subnets, got {fit_archs}")
-        if block_passes < 0:
-            raise LatencyModelError(f"block_passes: must be >= 0, got {block_passes}")
         start = time.perf_counter()
         supernet = space.build_supernet(num_classes=num_classes, in_channels=input_shape[1])
         table = BlockLatencyTable(meter)
@@ -248,12 +217,6 @@ class LatencyModel:
             targets.append(meter.measure(subnet, shape, key=key).median_ms)
             if progress is not None:
                 progress(i + 1, len(archs))
-        if block_passes:
-            lowered = table.refine(block_passes)
-            logger.info("latency model: %d of %d blocks measured lower on another pass",
-                        lowered, len(table))
-            rows = [table.features(supernet.extract(arch).eval(), shape)
-                    for arch in archs.values()]
         coefficients = _fit(np.array(rows, dtype=float), np.array(targets, dtype=float))
         model = cls(
             space=space.name, profile=meter.profile.name, fingerprint=meter.profile.fingerprint(),
