@@ -13,6 +13,7 @@ from evaluators._memory import MemoryUnavailable, memory_unavailable_reason, pea
 from evaluators._plugins import PluginError, import_plugins
 from evaluators._proctitle import process_title
 from evaluators._quantize import quantize_onnxruntime
+from evaluators._structure import structure_key
 from evaluators._supernet import SandwichConfig, SandwichStep, SupernetResult, train_supernet
 from evaluators._train import NonFiniteLossError, OptimConfig, TrainStep, cross_entropy_step, train
 from evaluators._trial import SupernetEvaluator, TabularEvaluator, TrialEvaluator
@@ -27,6 +28,7 @@ __all__ = [
     "load_dataset", "log_stdout", "measure_energy_mj", "memory_unavailable_reason",
     "model_size_bytes", "onnx_accuracy", "peak_memory_mb", "predict", "preprocess",
     "process_title",
-    "quantize_onnxruntime", "read_metadata", "recalibrate_batchnorm", "set_metadata", "train",
+    "quantize_onnxruntime", "read_metadata", "recalibrate_batchnorm", "set_metadata",
+    "structure_key", "train",
     "train_supernet", "weights_mb",
 ]

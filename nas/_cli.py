@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from abc import ABC, abstractmethod
@@ -18,6 +19,9 @@ from nas._errors import USER_ERRORS, SearchInterrupted
 REFERENCE_SPACE_NAME = "mobilenet_elastic"
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+# columns of the tables written to a log or a pipe (rich assumes 80, which folds the
+# compression table's columns into a word per line); COLUMNS overrides it
+LOG_COLUMNS = 160
 
 
 class _Command(ABC):
@@ -228,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=LOG_COLUMNS)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -190,6 +190,46 @@ def test_a_slower_stage_is_recorded_never_shipped_and_the_chain_goes_on_from_the
             onnx.checker.check_model(onnx.load(tmp_path / "models" / r.artifact))
 
 
+class HeavyBaseline(CompressionStage):
+    """A baseline that carries ``Heavy``'s extra convolution: slow, as accurate as its input."""
+
+    name = "baseline"
+
+    def apply(self, ctx: ModelContext, model: nn.Module) -> StageOutput:
+        slow = Heavy(copy.deepcopy(model), ctx.input_shape[1]).eval()
+        return StageOutput(model=slow, files={"baseline.pt": save_pruned(slow)})
+
+
+class Unwrap(CompressionStage):
+    """Drops ``Heavy``'s extra convolution again: the same predictions, far faster."""
+
+    name = "pruned"
+
+    def apply(self, ctx: ModelContext, model: nn.Module) -> StageOutput:
+        assert isinstance(model, Heavy)
+        fast = copy.deepcopy(model.model).eval()
+        return StageOutput(model=fast, files={"pruned.pt": save_pruned(fast)})
+
+
+def test_a_stage_measured_slower_on_its_own_is_timed_again_beside_its_input(
+    data, trained, tmp_path: Path
+) -> None:
+    from evaluators import structure_key
+    from evaluators.latency import Latency
+
+    ctx = context(data, tmp_path, trained)
+    # the faster stage's figure, taken earlier on a disturbed machine, says it is slower
+    disturbed = Latency.from_samples([50.0] * 10)
+    ctx.meter.cache.put(structure_key(trained), ctx.profile.fingerprint(),
+                        ctx.meter.input_shape(ctx.input_shape), disturbed)
+    records = CompressionPipeline([HeavyBaseline(), Unwrap()]).run(ctx, trained)
+    base, pruned = records[0], records[1]
+    assert pruned.status == "ok" and "side by side" in pruned.reason
+    assert "first measured at 50.0000 ms" in pruned.reason
+    assert pruned.latency_ms < base.latency_ms < 50.0
+    assert pruned.deployed and (tmp_path / "models" / "trial_0" / "pruned.onnx").is_file()
+
+
 class Tiny(nn.Module):
     """Pools the image to one value per class: a graph far faster than any real model."""
 
