@@ -156,7 +156,7 @@ class LatencyAwarePruner:
             budget = max_saving_ms - sum(c.saving_ms for c in cuts)
             if budget <= 0:
                 break
-            planned = self._plan(min(gap / efficiency, budget))
+            planned = self._plan(min(gap / efficiency, budget), limit_ms=budget)
             if not planned:
                 logger.info("latency-aware pruning: no group can lose channels that save time")
                 break
@@ -184,15 +184,16 @@ class LatencyAwarePruner:
 
     # -- planning ---------------------------------------------------------------------------
 
-    def _plan(self, saving_ms: float) -> dict[str, PlannedCut]:
-        """Returns, per group, the cut that greedily saves ``saving_ms`` at the least importance."""
+    def _plan(self, saving_ms: float, limit_ms: float = math.inf) -> dict[str, PlannedCut]:
+        """Returns, per group, the cut that greedily saves ``saving_ms`` at the least importance;
+        no block is taken that would make the predicted saving exceed ``limit_ms``."""
         groups = self._groups()
         state = self._state()
         heap: list[tuple[float, int, str]] = []
         by_key = {g.key: g for g in groups}
         tick = 0
         for g in groups:
-            entry = self._next_block(g, state)
+            entry = self._next_block(g, state, limit_ms)
             if entry is not None:
                 heap.append((entry[0], tick, g.key))
                 tick += 1
@@ -201,7 +202,7 @@ class LatencyAwarePruner:
         while heap and saved < saving_ms:
             ratio, _, key = heapq.heappop(heap)
             g = by_key[key]
-            entry = self._next_block(g, state)
+            entry = self._next_block(g, state, limit_ms - saved)
             if entry is None:
                 continue
             if entry[0] > ratio + 1e-12:  # another cut changed this group's layers: re-queue
@@ -211,7 +212,7 @@ class LatencyAwarePruner:
             _, size, saving = entry
             self._cut(g, size, saving, state)
             saved += saving
-            again = self._next_block(g, state)
+            again = self._next_block(g, state, limit_ms - saved)
             if again is not None:
                 heapq.heappush(heap, (again[0], tick, key))
                 tick += 1
@@ -222,8 +223,10 @@ class LatencyAwarePruner:
             for g in groups if g.removed
         }
 
-    def _next_block(self, g: _Group, state: _State) -> tuple[float, int, float] | None:
-        """Returns (importance per ms, channels, ms saved) of ``g``'s best next cut, or None.
+    def _next_block(self, g: _Group, state: _State,
+                    limit_ms: float = math.inf) -> tuple[float, int, float] | None:
+        """Returns (importance per ms, channels, ms saved) of ``g``'s best next cut saving at
+        most ``limit_ms``, or None.
 
         The cut is one to ``LOOKAHEAD`` multiples of channels: a runtime's kernels often
         work in blocks wider than the profile's multiple, so one multiple alone may save
@@ -239,6 +242,8 @@ class LatencyAwarePruner:
             saving = self._delta(g, size, state)
             if saving <= 0:
                 continue  # removing these channels saves no time on this device
+            if saving > limit_ms:
+                continue  # a retry's smaller cut must stay smaller
             importance = max(float(sum(g.scores[g.removed : g.removed + size])), 0.0)
             ratio = importance / saving
             if best is None or ratio < best[0]:

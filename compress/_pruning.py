@@ -431,8 +431,9 @@ def _prune_latency(
             macs, params = count_macs(pruned, shape), count_params(pruned)
             logger.info("prune step %d: %.4f ms (goal %.4f ms, %.2fx faster), %d MACs", i,
                         latency, aim, base_ms / latency, macs)
+            if not cuts and undone:
+                break  # no cut smaller than the one undone saves time: the step stays undone
             if not cuts:
-                undone = ""
                 note = (f"step {i}: no cut of any group saves time on profile "
                         f"{profile.name!r} any more (reached {base_ms / latency:.2f}x of the "
                         f"{base_ms / final_ms:.2f}x asked)")

@@ -114,11 +114,14 @@ def test_a_step_over_the_accuracy_budget_is_undone(model, meter, table) -> None:
     result = prune(model, torch.zeros(SHAPE), target=target, iterations=1,
                    validate=lambda m: next(scores), max_accuracy_drop=1.0)
     assert "undone" in result.note and "each smaller cut tried" in result.note
-    assert not result.target_met and len(result.steps) == 3
+    # a retry that finds no smaller cut saving time ends the step's tries early
+    assert not result.target_met and 2 <= len(result.steps) <= 3
     assert result.macs_after == result.macs_before and result.history == []
-    # each retry asked for less than the one before
+    # each retry asked for less than the one before, and planned a smaller cut
     aims = [s.goal_ms for s in result.steps]
-    assert aims[0] < aims[1] < aims[2] < result.latency_before_ms
+    assert all(a < b for a, b in zip(aims, aims[1:])) and aims[-1] < result.latency_before_ms
+    planned = [sum(c["saving_ms"] for c in s.cuts) for s in result.steps]
+    assert all(a > b for a, b in zip(planned, planned[1:]))
 
 
 def test_a_step_over_the_budget_is_tried_again_with_a_smaller_cut(model, meter, table) -> None:
@@ -127,7 +130,9 @@ def test_a_step_over_the_budget_is_tried_again_with_a_smaller_cut(model, meter, 
     result = prune(model, torch.zeros(SHAPE), target=target, iterations=1,
                    validate=lambda m: next(scores), max_accuracy_drop=1.0)
     assert len(result.steps) == 2 and result.steps[1].val_accuracy == 0.899
-    assert result.macs_before > result.macs_after > result.steps[0].macs
+    assert result.macs_before > result.macs_after
+    planned = [sum(c["saving_ms"] for c in s.cuts) for s in result.steps]
+    assert planned[1] <= planned[0] / 2  # the retry cut at most half as much
     assert result.history  # the kept cut is replayable
     assert result.latency_after_ms == result.steps[1].latency_ms
 
