@@ -9,6 +9,7 @@ from torch import nn
 
 from compress._int8 import export_modelopt_onnx, quantize_modelopt
 from evaluators import DataSplits, export_onnx, quantize_onnxruntime, read_metadata
+from evaluators._quantize import needs_reduced_range
 
 SHAPE = (1, 1, 16, 16)
 
@@ -94,3 +95,16 @@ def test_modelopt_rejects_bad_arguments(digits_model: nn.Module) -> None:
         quantize_modelopt(digits_model, [])
     with pytest.raises(ValueError, match=r"^qmodel: has no enabled quantisers"):
         export_modelopt_onnx(digits_model, SHAPE)
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ("fpu sse4_2 avx2 fma", True),  # AVX2 without VNNI: u8*s8 pair sums saturate
+    ("fpu avx2 avx512f avx512_vnni", False),
+    ("fpu avx2 avx_vnni", False),
+    ("fp asimd asimddp", False),  # not x86
+])
+def test_reduced_range_is_chosen_by_the_cpu_flags(tmp_path, flags: str, expected: bool) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert needs_reduced_range(cpuinfo) is expected
+    assert needs_reduced_range(tmp_path / "missing") is False
