@@ -136,9 +136,9 @@ def quantize_onnxruntime(
 def needs_reduced_range(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Returns whether U8S8 weights must be 7-bit on this CPU: an x86 CPU without VNNI
     (``avx512_vnni``, ``avx_vnni`` or AMX) multiplies with ``vpmaddubsw``, whose 16-bit sums
-    of two u8*s8 products saturate, and onnxruntime asks for ``reduce_range`` there (a
-    MobileNet subnet agreed with fp32 on 93% of digits instead of 99%). False where the
-    flags cannot be read (not Linux, or not x86).
+    of two u8*s8 products saturate, and onnxruntime asks for ``reduce_range`` there (without
+    it a MobileNet subnet agreed with fp32 on 93% of digits, with it on over 95%). False
+    where the flags cannot be read (not Linux, or not x86).
     """
     try:
         text = cpuinfo.read_text(errors="replace")
