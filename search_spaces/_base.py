@@ -38,6 +38,17 @@ class ChoiceSpace(ABC):
             SearchSpaceError: a choice is missing, unknown, or has a value not allowed.
         """
 
+    def features(self, params: Mapping[str, ArchValue]) -> list[float]:
+        """Returns numbers describing the structure ``params`` decode to (how much of the
+        network runs, its mean widths, ...) that a sampler's surrogate learns from beside
+        the choices themselves; none by default.
+
+        Raises:
+            SearchSpaceError: ``params`` is not an arch of this space.
+        """
+        self.decode(params)
+        return []
+
     def summarize(self, arch: Arch) -> str:
         """Returns a short human-readable form of ``arch`` for tables and logs."""
         return " ".join(f"{name}={value}" for name, value in arch.items())

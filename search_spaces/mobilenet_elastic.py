@@ -45,6 +45,7 @@ from search_spaces._mobilenet_builder import (
 )
 from search_spaces._options import check_choice_values, check_one_per_stage
 from search_spaces._registry import register_search_space
+from search_spaces._staged import staged_features
 
 __all__ = [
     "ElasticMobileNetV3",
@@ -171,6 +172,15 @@ class MobileNetElasticSpace(SearchSpace):
                 values[f"k{s}_{b}"] = self.options.kernel_sizes[0]
                 values[f"e{s}_{b}"] = self.options.expand_ratios[0]
         return Arch(values)
+
+    def features(self, params: Mapping[str, ArchValue]) -> list[float]:
+        """Returns the share of blocks that run and the mean per-block choices ("e", "k") of
+        the running blocks, per stage and overall (see ``staged_features``).
+
+        Raises:
+            SearchSpaceError: ``params`` is not an arch of this space.
+        """
+        return staged_features(self.decode(params), self.num_stages, self.max_depth, ("e", "k"))
 
     def num_archs(self) -> int:
         """Returns the exact number of distinct archs (distinct networks) in the space."""

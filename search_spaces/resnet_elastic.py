@@ -45,6 +45,7 @@ from search_spaces._elastic import (
 from search_spaces._layers import PooledClassifier
 from search_spaces._options import check_choice_values, check_one_per_stage
 from search_spaces._registry import register_search_space
+from search_spaces._staged import staged_features
 from search_spaces._resnet_builder import (
     BlockKind,
     ElasticResBlock,
@@ -210,6 +211,15 @@ class ResNetElasticSpace(SearchSpace):
             for b in range(int(values[f"d{s}"]), self.max_depth):
                 values[f"e{s}_{b}"] = self.options.expand_ratios[0]
         return Arch(values)
+
+    def features(self, params: Mapping[str, ArchValue]) -> list[float]:
+        """Returns the share of blocks that run and the mean per-block choices ("e",) of
+        the running blocks, per stage and overall (see ``staged_features``).
+
+        Raises:
+            SearchSpaceError: ``params`` is not an arch of this space.
+        """
+        return staged_features(self.decode(params), self.num_stages, self.max_depth, ("e",))
 
     def num_archs(self) -> int:
         """Returns the exact number of distinct archs in the space.
