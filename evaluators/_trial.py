@@ -47,6 +47,17 @@ class TrialEvaluator(ABC):
             Exception: any failure; the driver records the trial as FAIL with the message.
         """
 
+    def cheap_metric_names(self) -> tuple[str, ...]:
+        """Returns the metrics ``cheap_metrics`` may know; none by default."""
+        return ()
+
+    def cheap_metrics(self, archs: Sequence[Arch]) -> dict[str, list[float]]:
+        """Returns metrics known for ``archs`` without evaluating them (NaN where one is
+        not known): a sampler may weigh them for any candidate before choosing. What a
+        trial records is always what ``__call__`` returns. None by default.
+        """
+        return {}
+
 
 @dataclass
 class SupernetEvaluator(TrialEvaluator):
@@ -179,11 +190,17 @@ class TabularEvaluator(TrialEvaluator):
         0.9
     """
 
-    def __init__(self, rows: Mapping[Arch, Mapping[str, float]]) -> None:
+    #: Metrics a table gives that cost nothing to look up for every candidate: a
+    #: benchmark's latency column stands for a latency model or cache.
+    CHEAP = ("latency_ms", "params", "macs", "size_mb")
+
+    def __init__(self, rows: Mapping[Arch, Mapping[str, float]],
+                 cheap: Sequence[str] | None = None) -> None:
         if not rows:
             raise ValueError("TabularEvaluator: the table is empty")
         self._rows = {arch.key(): dict(values) for arch, values in rows.items()}
         self._metrics = tuple(next(iter(self._rows.values())))
+        self.cheap = tuple(m for m in (self.CHEAP if cheap is None else cheap) if m in self._metrics)
 
     @classmethod
     def from_frame(
@@ -225,6 +242,16 @@ class TabularEvaluator(TrialEvaluator):
             return dict(self._rows[arch.key()])
         except KeyError:
             raise KeyError(f"arch {arch.key()} is not in the table") from None
+
+    def cheap_metric_names(self) -> tuple[str, ...]:
+        """Returns the ``cheap`` columns."""
+        return self.cheap
+
+    def cheap_metrics(self, archs: Sequence[Arch]) -> dict[str, list[float]]:
+        """Returns the ``cheap`` columns of ``archs`` (NaN for an arch not in the table)."""
+        nan = float("nan")
+        rows = [self._rows.get(arch.key()) for arch in archs]
+        return {m: [row[m] if row is not None else nan for row in rows] for m in self.cheap}
 
 
 def _scalar(value: Any) -> int | float | str | bool:
