@@ -8,6 +8,7 @@ from nas._rundir import RunDir
 from nas._study import (
     Objectives,
     StudyAdapter,
+    cheap_objectives,
     make_sampler,
     open_study,
     pareto_frame,
@@ -16,5 +17,5 @@ from nas._study import (
 
 __all__ = [
     "ConfigError", "NasError", "Objectives", "RunDir", "RunDirError", "RunSpec", "StudyAdapter",
-    "load_config", "make_sampler", "open_study", "pareto_frame", "trials_frame", "validate_config",
+    "cheap_objectives", "load_config", "make_sampler", "open_study", "pareto_frame", "trials_frame", "validate_config",
 ]

@@ -20,6 +20,7 @@ from evaluators._memory import memory_unavailable_reason
 from evaluators.latency import check_profile
 from hwprofiles import HardwareProfile, ProfileError, load_profile
 from nas._errors import ConfigError
+from nas.samplers import get_sampler_options, list_samplers
 from search_spaces import get_search_space_options, list_search_spaces
 
 #: Metrics a trial reports that may be objectives, with their natural direction.
@@ -69,6 +70,29 @@ class DataConfig(_Section):
         return self
 
 
+def _check_options(options_model: type[BaseModel] | None, options: dict[str, Any], what: str) -> None:
+    """Validates a registered entry's own options against its model.
+
+    Raises:
+        ValueError: naming the option's key, the rule and the value.
+    """
+    if options_model is None:
+        if options:
+            raise ValueError(f"{what} takes no options, got {sorted(options)}")
+        return
+    try:
+        options_model.model_validate(options)
+    except pydantic.ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        key = ".".join(str(p) for p in error["loc"]) or "(options)"
+        got = "" if error["type"] in ("missing", "value_error") else f", got {error['input']!r}"
+        if error["type"] == "extra_forbidden":
+            allowed = sorted(options_model.model_fields)
+            raise ValueError(f"{key}: unknown option; allowed are ['name', *{allowed}]") from None
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ValueError(f"{key}: {message}{got}") from None
+
+
 class SearchSpaceConfig(BaseModel):
     """``search_space:`` the registered space's name plus that space's own options."""
 
@@ -80,25 +104,50 @@ class SearchSpaceConfig(BaseModel):
     def _check(self) -> SearchSpaceConfig:
         if self.name not in list_search_spaces():
             raise ValueError(f"name: must be one of {list_search_spaces()}, got {self.name!r}")
-        options_model = get_search_space_options(self.name)
-        if options_model is not None:
-            try:
-                options_model.model_validate(self.options())
-            except pydantic.ValidationError as exc:
-                error = exc.errors(include_url=False)[0]
-                key = ".".join(str(p) for p in error["loc"]) or "(options)"
-                got = "" if error["type"] in ("missing", "value_error") else f", got {error['input']!r}"
-                if error["type"] == "extra_forbidden":
-                    allowed = sorted(options_model.model_fields)
-                    raise ValueError(f"{key}: unknown option; allowed are ['name', *{allowed}]")
-                message = str(error["msg"]).removeprefix("Value error, ")
-                raise ValueError(f"{key}: {message}{got}") from None
-        elif self.options():
-            raise ValueError(f"space {self.name!r} takes no options, got {sorted(self.options())}")
+        _check_options(get_search_space_options(self.name), self.options(), f"space {self.name!r}")
         return self
 
     def options(self) -> dict[str, Any]:
         """Returns the space's own options (every key but ``name``)."""
+        return dict(self.model_extra or {})
+
+
+class SamplerConfig(BaseModel):
+    """``search.sampler:`` a registered sampler's name (``nsga2``) or a mapping of its name
+    and its own options (``{name: tpe, multivariate: true}``); the resolved config lists
+    every option with its value."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = "nsga2"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            data = {"name": data}
+        if isinstance(data, dict) and data.get("name", "nsga2") in list_samplers():
+            options_model = get_sampler_options(data.get("name", "nsga2"))
+            options = {k: v for k, v in data.items() if k != "name"}
+            if options_model is not None:
+                try:  # make every default explicit, so the run is reproducible from its file
+                    data = {"name": data.get("name", "nsga2"),
+                            **options_model.model_validate(options).model_dump(mode="json")}
+                except pydantic.ValidationError:
+                    pass  # reported with its key by _check
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> SamplerConfig:
+        if self.name not in list_samplers():
+            raise ValueError(f"name: must be one of {list_samplers()}, got {self.name!r} "
+                             "(a new sampler registers with nas.samplers.register_sampler and "
+                             "is imported through plugins:)")
+        _check_options(get_sampler_options(self.name), self.options(), f"sampler {self.name!r}")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """Returns the sampler's own options (every key but ``name``)."""
         return dict(self.model_extra or {})
 
 
@@ -116,9 +165,7 @@ class SupernetConfig(_Section):
 class SearchConfig(_Section):
     """``search:`` the multi-objective search over subnets."""
 
-    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
-    multivariate: bool = False
-    population_size: int = Field(default=16, ge=2)
+    sampler: SamplerConfig = SamplerConfig()
     n_trials: int = Field(default=40, gt=0)
     max_concurrent: int = Field(default=2, ge=1)
     objectives: dict[str, Literal["min", "max"]] = Field(default_factory=lambda: dict(_DEFAULT_OBJECTIVES))
@@ -145,9 +192,30 @@ class SearchConfig(_Section):
                 )
             if not bound > 0:
                 raise ValueError(f"constraints.{name}: must be > 0, got {bound}")
-        if self.multivariate and self.sampler != "tpe":
-            raise ValueError("multivariate: only applies to sampler 'tpe'")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sampler_options_of_old(cls, data: Any) -> Any:
+        # configs written before samplers took their own options keep working:
+        # search.multivariate (tpe) and search.population_size (nsga2) move into search.sampler
+        if not isinstance(data, dict) or not ({"multivariate", "population_size"} & set(data)):
+            return data
+        data = dict(data)
+        sampler = data.get("sampler", "nsga2")
+        sampler = {"name": sampler} if isinstance(sampler, str) else dict(sampler or {})
+        name = sampler.get("name", "nsga2")
+        for key, owner, default in (("multivariate", "tpe", False), ("population_size", "nsga2", 16)):
+            if key not in data:
+                continue
+            value = data.pop(key)
+            if name == owner:
+                sampler.setdefault(key, value)
+            elif value != default:
+                raise ValueError(f"{key}: only applies to sampler {owner!r}; give it as "
+                                 f"search.sampler: {{name: {owner}, {key}: ...}}")
+        data["sampler"] = sampler
+        return data
 
 
 class HardwareConfig(_Section):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pydantic
 import torch
 import yaml
 
@@ -59,6 +60,10 @@ class RunDir:
         if self.config.exists():
             previous = yaml.safe_load(self.config.read_text()) or {}
             previous.pop("argv", None)
+            try:  # compare in today's form: a run written by an older version still resumes
+                previous = RunSpec.model_validate(previous).model_dump(mode="json")
+            except pydantic.ValidationError:
+                pass
             changed = _changed_keys(previous, spec.model_dump(mode="json"))
             blocking = [k for k in changed if not any(k[: len(r)] == r for r in _RESUMABLE_KEYS)]
             if blocking:

@@ -17,7 +17,7 @@ from nas._driver import run_search
 from nas._errors import SearchInterrupted
 from nas._ray_backend import ray_session
 from nas._stage import RunContext, Stage
-from nas._study import Objectives, StudyAdapter, make_sampler, open_study
+from nas._study import Objectives, StudyAdapter, cheap_objectives, make_sampler, open_study
 from pareto import reference_point
 
 logger = logging.getLogger(__name__)
@@ -32,12 +32,15 @@ class SearchStage(Stage):
         """Runs the trials still missing; finished ones are kept, interrupted ones closed FAIL."""
         run, spec = ctx.run, ctx.spec
         objectives = ctx.objectives
+        evaluator = self._evaluator(ctx)
         sampler = make_sampler(
-            spec.search.sampler,
+            spec.search.sampler.name,
             seed=spec.experiment.seed,
             objectives=objectives,
-            multivariate=spec.search.multivariate,
-            population_size=spec.search.population_size,
+            space=ctx.space,
+            cheap_objectives=cheap_objectives(evaluator, ctx.space, objectives),
+            max_concurrent=spec.search.max_concurrent,
+            **spec.search.sampler.options(),
         )
         storage = spec.search.storage or run.storage_url()
         study = open_study(storage, spec.experiment.name, objectives, sampler)
@@ -58,7 +61,6 @@ class SearchStage(Stage):
                                        max_load=profile.max_load)
             if busy:
                 ctx.console.print(f"[yellow]warning: {escape(busy)}[/]")
-        evaluator = self._evaluator(ctx)
         adapter.reference_point = self._reference_point(ctx, study, evaluator, objectives)
         if done:
             ctx.console.print(f"search: resuming, {done} trials kept, {max(0, remaining)} to go")

@@ -24,6 +24,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from nas.samplers import CheapObjectives, DistinctArchSampler, SamplerContext, build_sampler
+from evaluators import TrialEvaluator
 from pareto import Direction, front_hypervolume, is_feasible, search_front
 from search_spaces import Arch, ChoiceSpace
 
@@ -63,25 +65,57 @@ def make_sampler(
     *,
     seed: int,
     objectives: Objectives,
-    multivariate: bool = False,
-    population_size: int = 16,
+    space: ChoiceSpace | None = None,
+    cheap_objectives: CheapObjectives | None = None,
+    max_concurrent: int = 1,
+    **options: Any,
 ) -> optuna.samplers.BaseSampler:
-    """Returns the seeded Optuna sampler for ``name`` (nsga2, tpe or random).
+    """Returns the seeded sampler registered as ``name`` (see ``nas.samplers``), built with
+    its ``options`` and what a search knows: the space's choices and declared features,
+    and the objectives known cheaply. Given the space, the sampler is guarded so that no
+    arch is proposed twice (``DistinctArchSampler``).
 
     Constraints reach the samplers that support them through ``Trial.set_constraint``,
     which the study adapter calls before telling a trial's values.
 
     Raises:
-        ValueError: an unknown sampler name.
+        SamplerError: an unknown sampler name (the message lists the registered ones).
+        pydantic.ValidationError: options the sampler does not take.
     """
-    del objectives  # constraints are set per trial; kept for a uniform call site
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=multivariate)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise ValueError(f"search.sampler: must be one of ['nsga2', 'tpe', 'random'], got {name!r}")
+    context = SamplerContext(
+        seed=seed, objectives=tuple(objectives.names),
+        choices=dict(space.choices()) if space is not None else {},
+        cheap_objectives=cheap_objectives,
+        features=space.features if space is not None else None,
+        canonical=(lambda params: dict(space.decode(params))) if space is not None else None,
+        max_concurrent=max_concurrent,
+    )
+    sampler = build_sampler(name, context, **options)
+    if space is None:
+        return sampler
+    return DistinctArchSampler(sampler, context.choices, canonical=context.canonical, seed=seed)
+
+
+def cheap_objectives(
+    evaluator: TrialEvaluator, space: ChoiceSpace, objectives: Objectives
+) -> CheapObjectives | None:
+    """Returns the objectives ``evaluator`` knows without evaluating (its
+    ``cheap_metrics``) as a sampler takes them: params of candidates -> values in the
+    study's objective order, NaN where unknown. None when it knows none of the objectives.
+    """
+    names = objectives.names
+    if not set(evaluator.cheap_metric_names()) & set(names):
+        return None
+
+    def values(params: Sequence[dict[str, Any]]) -> np.ndarray:
+        known = evaluator.cheap_metrics([space.decode(p) for p in params])
+        out = np.full((len(params), len(names)), np.nan)
+        for k, name in enumerate(names):
+            if name in known:
+                out[:, k] = np.asarray(known[name], dtype=float)
+        return out
+
+    return values
 
 
 class StudyAdapter:

@@ -89,7 +89,8 @@ def test_override_without_equals_is_an_error() -> None:
 
 def test_overrides_apply_and_defaults_resolve() -> None:
     spec = load_config(QUICKSTART, ["search.n_trials=8", "search.sampler=tpe", "search.multivariate=true"])
-    assert spec.search.n_trials == 8 and spec.search.sampler == "tpe" and spec.search.multivariate
+    assert spec.search.n_trials == 8 and spec.search.sampler.name == "tpe"
+    assert spec.search.sampler.options() == {"multivariate": True, "n_startup_trials": 10}
     assert spec.experiment.name == "quickstart"
     assert spec.search.objectives == {"accuracy": "max", "latency_ms": "min"}
     resolved = yaml.safe_load(spec.to_yaml())
@@ -140,3 +141,23 @@ def test_resuming_with_another_experiment_is_refused(tmp_path: Path, capsys: pyt
     run.prepare(load_config(QUICKSTART, ["search.n_trials=80"]), ["nas"])  # a longer search is fine
     with pytest.raises(RunDirError, match="search.sampler"):
         run.prepare(load_config(QUICKSTART, ["search.sampler=tpe"]), ["nas"])
+
+
+def test_a_config_written_before_samplers_took_options_loads_the_same() -> None:
+    old = load_config(QUICKSTART, ["search.sampler=tpe", "search.multivariate=true",
+                                   "search.population_size=16"])
+    new = load_config(QUICKSTART, ["search.sampler={name: tpe, multivariate: true}"])
+    assert old.search.sampler == new.search.sampler
+    with pytest.raises(ConfigError, match="search.multivariate: only applies to sampler 'tpe'"):
+        load_config(QUICKSTART, ["search.multivariate=true"])
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("search.sampler=cmaes", "search.sampler.name: must be one of .*'model_based'"),
+    ("search.sampler={name: tpe, population_size: 8}", r"search.sampler.population_size: unknown option"),
+    ("search.sampler={name: model_based, n_startup_trials: 0}", r"search.sampler.n_startup_trials: .*greater than or equal to 1"),
+    ("search.sampler={name: random, seed: 3}", r"search.sampler: sampler 'random' takes no options"),
+])
+def test_sampler_options_are_validated_with_their_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(QUICKSTART, [override])
