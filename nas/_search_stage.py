@@ -32,18 +32,8 @@ class SearchStage(Stage):
         """Runs the trials still missing; finished ones are kept, interrupted ones closed FAIL."""
         run, spec = ctx.run, ctx.spec
         objectives = ctx.objectives
-        evaluator = self._evaluator(ctx)
-        sampler = make_sampler(
-            spec.search.sampler.name,
-            seed=spec.experiment.seed,
-            objectives=objectives,
-            space=ctx.space,
-            cheap_objectives=cheap_objectives(evaluator, ctx.space, objectives),
-            max_concurrent=spec.search.max_concurrent,
-            **spec.search.sampler.options(),
-        )
         storage = spec.search.storage or run.storage_url()
-        study = open_study(storage, spec.experiment.name, objectives, sampler)
+        study = open_study(storage, spec.experiment.name, objectives)
         adapter = StudyAdapter(study, ctx.space, objectives)
         adapter.close_interrupted()
         done = adapter.finished_count()
@@ -54,6 +44,17 @@ class SearchStage(Stage):
             reference = study.user_attrs.get("reference_point")
             run.mark_done(self.name, trials=done, reference_point=reference)
             return
+        # only now, with trials to run: the evaluator loads the supernet
+        evaluator = self._evaluator(ctx)
+        study.sampler = make_sampler(
+            spec.search.sampler.name,
+            seed=spec.experiment.seed,
+            objectives=objectives,
+            space=ctx.space,
+            cheap_objectives=cheap_objectives(evaluator, ctx.space, objectives),
+            max_concurrent=spec.search.max_concurrent,
+            **spec.search.sampler.options(),
+        )
         run.record_environment(self.name, describe_environment(ctx.profile))
         profile = ctx.profile
         if profile.device == "cpu":

@@ -255,10 +255,12 @@ class StudyAdapter:
 
 
 def open_study(
-    storage_url: str, study_name: str, objectives: Objectives, sampler: optuna.samplers.BaseSampler
+    storage_url: str, study_name: str, objectives: Objectives,
+    sampler: optuna.samplers.BaseSampler | None = None,
 ) -> optuna.Study:
     """Returns the study named ``study_name`` in ``storage_url``, created if missing, with the
-    objective names set.
+    objective names set. Without ``sampler`` it has Optuna's default until the caller
+    sets ``study.sampler`` (a study whose trials are all done needs none).
 
     Raises:
         ValueError: an existing study has other objectives.

@@ -57,24 +57,45 @@ class ChoiceEncoder:
 
     def encode(self, rows: np.ndarray) -> np.ndarray:
         """Returns the ``(n, d)`` float encoding of index rows ``(n, k)``."""
-        blocks = []
+        return self._encode(rows)[0]
+
+    def column_groups(self, rows: np.ndarray) -> list[list[int]]:
+        """Returns the columns of ``encode(rows)`` that belong together: one group per
+        choice's one-hot block, one per other column. A kernel gives each group one length
+        scale, so a choice counts as one input however many values it has."""
+        return self._encode(rows[:1])[1]
+
+    def _encode(self, rows: np.ndarray) -> tuple[np.ndarray, list[list[int]]]:
+        blocks: list[np.ndarray] = []
+        groups: list[list[int]] = []
+        width = 0
+
+        def add(block: np.ndarray, together: bool) -> None:
+            nonlocal width
+            blocks.append(block)
+            columns = list(range(width, width + block.shape[1]))
+            groups.extend([columns] if together else [[c] for c in columns])
+            width += block.shape[1]
+
         for j, values in enumerate(self.values):
             if len(values) < 2:
                 continue
-            blocks.append(np.eye(len(values))[rows[:, j]])
+            add(np.eye(len(values))[rows[:, j]], together=True)
             if all(_is_number(v) for v in values):
                 numbers = np.asarray(values, dtype=float)
                 span = numbers.max() - numbers.min()
                 if span > 0:
-                    blocks.append(((numbers[rows[:, j]] - numbers.min()) / span)[:, None])
+                    add(((numbers[rows[:, j]] - numbers.min()) / span)[:, None], together=False)
         for columns, n_values in self._groups:
             counts = np.stack([(rows[:, columns] == v).sum(axis=1) for v in range(n_values)], axis=1)
-            blocks.append(counts / len(columns))
+            add(counts / len(columns), together=False)
         if self.features is not None and len(rows):
             extra = np.array([list(self.features(self.params(r))) for r in rows], dtype=float)
             if extra.ndim == 2 and extra.shape[1]:
-                blocks.append(extra)
-        return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(rows), 0))
+                add(extra, together=False)
+        if not blocks:
+            return np.zeros((len(rows), 0)), []
+        return np.concatenate(blocks, axis=1), groups
 
 
 def row_keys(rows: np.ndarray) -> list[bytes]:

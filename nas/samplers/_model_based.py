@@ -34,6 +34,7 @@ class _SpaceState:
     pool: CandidatePool
     encoded: np.ndarray
     cheap: np.ndarray
+    groups: list[list[int]]  # encoded columns sharing a length scale: one group per choice
 
 
 class ModelBasedSampler(BaseSampler):
@@ -42,7 +43,8 @@ class ModelBasedSampler(BaseSampler):
     After ``n_startup_trials`` random archs, each objective that is not known cheaply gets a
     Gaussian-process surrogate over an encoding of the arch (one-hot per choice, the value
     of numeric choices, value counts over choices that share their values, and the
-    features the search space declares). Objectives given by ``cheap_objectives`` (a
+    features the search space declares), with one kernel length scale per choice (not per
+    one-hot column) and per other column. Objectives given by ``cheap_objectives`` (a
     table's latency column, a latency model) are used as they are for every candidate.
     The candidate with the largest expected hypervolume improvement over the front of the
     finished trials is proposed (3+ objectives: a random Chebyshev scalarisation's
@@ -183,7 +185,8 @@ class ModelBasedSampler(BaseSampler):
                                  size=self._pool_size, seed=self._seed,
                                  canonical=lambda rows: self._canonical_rows(encoder, rows))
             self._state = _SpaceState(signature, encoder, pool, encoder.encode(pool.rows),
-                                      self._cheap_values(encoder, pool.rows))
+                                      self._cheap_values(encoder, pool.rows),
+                                      encoder.column_groups(pool.rows))
         return self._state
 
     def _canonical_rows(self, encoder: ChoiceEncoder, rows: np.ndarray) -> np.ndarray:
@@ -249,7 +252,7 @@ class ModelBasedSampler(BaseSampler):
                 continue
             if self._copula and unknown.all() and np.isnan(pending_cheap).all():
                 y[:, k] = copula(observed_y[:, k])  # the front is compared in the same scale
-            model = Surrogate(seed).fit(x, y[:, k])
+            model = Surrogate(seed, state.groups).fit(x, y[:, k])
             if len(pending_rows):
                 p_mean, _ = model.predict(x_pending)
                 believed_pending[:, k] = np.where(np.isnan(pending_cheap), p_mean, pending_cheap)
@@ -265,7 +268,7 @@ class ModelBasedSampler(BaseSampler):
             c = np.array(constraints, dtype=float)
             feasible_obs = (c <= 0).all(axis=1)
             for j in range(c.shape[1]):
-                model = Surrogate(seed).fit(x, c[:, j])
+                model = Surrogate(seed, state.groups).fit(x, c[:, j])
                 m, s = model.predict(x_pool)
                 probability *= norm.cdf(-m / s)
 

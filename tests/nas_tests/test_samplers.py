@@ -96,7 +96,7 @@ def test_the_model_based_sampler_finds_more_of_a_known_front_than_random_search(
         random.append(_fraction(_search("random", seed, 20, f"sqlite:///{tmp_path / f'r{seed}.db'}"),
                                 front, ideal, nadir))
     assert min(model_based) > max(random)
-    assert np.mean(model_based) > 0.85
+    assert np.mean(model_based) > np.mean(random) + 0.1
 
 
 def test_running_trials_get_distinct_archs_and_cheap_objectives_steer_the_choice(tmp_path: Path) -> None:
