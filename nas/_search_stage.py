@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 
 from optuna.trial import TrialState
 from rich.markup import escape
@@ -15,6 +16,7 @@ from hwprofiles import describe_environment
 from nas._config import DEVICE_METRICS
 from nas._driver import run_search
 from nas._errors import SearchInterrupted
+from nas._overhead import trial_overhead
 from nas._ray_backend import ray_session
 from nas._stage import RunContext, Stage
 from nas._study import Objectives, StudyAdapter, cheap_objectives, make_sampler, open_study
@@ -115,6 +117,7 @@ class SearchStage(Stage):
         # sending the evaluator, reporting, the sampler and the study), per trial.
         slots = min(spec.search.max_concurrent, max(1, len(new)))
         overhead = (seconds * slots - float(evaluated.sum())) / max(1, len(new))
+        steady = trial_overhead(new, slots)
         info = {
             "trials": finished,
             "seconds": seconds,
@@ -123,6 +126,7 @@ class SearchStage(Stage):
             "eval_seconds_per_trial": float(evaluated.mean()) if len(new) else 0.0,
             "overhead_seconds_per_trial": overhead,
             "trial_seconds_outside_evaluation": float((new["seconds"] - evaluated).median()),
+            "steady_overhead": asdict(steady) if steady else None,
             # the hypervolume box of the progress bar, the report and the benchmarks
             "reference_point": adapter.reference_point,
         }
@@ -136,6 +140,9 @@ class SearchStage(Stage):
             f"search: {len(new)} trials in {seconds:.0f} s (Ray started in "
             f"{ray_start_seconds:.0f} s); evaluation {info['eval_seconds_per_trial']:.2f} s and "
             f"orchestration overhead {overhead:.2f} s per trial"
+            + (f" ({steady.inside_seconds + steady.between_seconds:.2f} s, {steady.share:.1%} of a "
+               f"trial, once the workers ran; starting them took {steady.startup_seconds:.0f} s)"
+               if steady else "")
         )
 
     def _evaluator(self, ctx: RunContext) -> TrialEvaluator:
