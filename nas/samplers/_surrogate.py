@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 from scipy.optimize import minimize
@@ -54,15 +55,13 @@ class GroupedMatern(StationaryKernelMixin, NormalizedKernelMixin, Kernel):
         """The fitted length scales, one per group."""
         return Hyperparameter("length_scale", "numeric", self.length_scale_bounds, len(self.groups))
 
-    def _scaled_distances(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Returns ``(n, m, groups)`` squared distances per group over its length scale^2."""
+    def _scaled_distances(self, x: np.ndarray, y: np.ndarray) -> Iterator[np.ndarray]:
+        """Yields each group's ``(n, m)`` squared distances over its length scale^2."""
         scales = np.atleast_1d(np.asarray(self.length_scale, dtype=float))
-        out = np.empty((len(x), len(y), len(self.groups)))
         for g, columns in enumerate(self.groups):
             a, b = x[:, columns], y[:, columns]
             squared = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2.0 * a @ b.T
-            out[..., g] = np.clip(squared, 0.0, None) / scales[g] ** 2
-        return out
+            yield np.clip(squared, 0.0, None) / scales[g] ** 2
 
     def __call__(self, X: np.ndarray, Y: np.ndarray | None = None,
                  eval_gradient: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -71,16 +70,19 @@ class GroupedMatern(StationaryKernelMixin, NormalizedKernelMixin, Kernel):
         x = np.atleast_2d(X)
         if eval_gradient and Y is not None:
             raise ValueError("gradient can only be evaluated when Y is None")
-        scaled = self._scaled_distances(x, x if Y is None else np.atleast_2d(Y))
-        r = np.sqrt(scaled.sum(axis=-1))
+        y = x if Y is None else np.atleast_2d(Y)
+        # per group only for the gradient: a pool of 15,625 archs would need them all at once
+        scaled = list(self._scaled_distances(x, y)) if eval_gradient else None
+        squared = sum(scaled) if scaled is not None else sum(self._scaled_distances(x, y))
+        r = np.sqrt(np.asarray(squared, dtype=float) + np.zeros((len(x), len(y))))
         decay = np.exp(-np.sqrt(5.0) * r)
         k = (1.0 + np.sqrt(5.0) * r + 5.0 / 3.0 * r**2) * decay
-        if not eval_gradient:
+        if scaled is None:
             return k
         if self.hyperparameter_length_scale.fixed:
             return k, np.empty((len(x), len(x), 0))
         # dk/dlog(l_g) = 5/3 (1 + sqrt5 r) exp(-sqrt5 r) * |x_g - x'_g|^2 / l_g^2
-        return k, (5.0 / 3.0) * ((1.0 + np.sqrt(5.0) * r) * decay)[..., None] * scaled
+        return k, (5.0 / 3.0) * ((1.0 + np.sqrt(5.0) * r) * decay)[..., None] * np.stack(scaled, axis=-1)
 
     def __repr__(self) -> str:
         return f"GroupedMatern(length_scale={np.round(np.atleast_1d(self.length_scale), 3).tolist()})"
