@@ -71,13 +71,15 @@ class GroupedMatern(StationaryKernelMixin, NormalizedKernelMixin, Kernel):
         if eval_gradient and Y is not None:
             raise ValueError("gradient can only be evaluated when Y is None")
         y = x if Y is None else np.atleast_2d(Y)
-        # per group only for the gradient: a pool of 15,625 archs would need them all at once
-        scaled = list(self._scaled_distances(x, y)) if eval_gradient else None
-        squared = sum(scaled) if scaled is not None else sum(self._scaled_distances(x, y))
-        r = np.sqrt(np.asarray(squared, dtype=float) + np.zeros((len(x), len(y))))
+        # kept per group only for the gradient: a pool of 15,625 archs needs just the sum
+        scaled = list(self._scaled_distances(x, y)) if eval_gradient else []
+        squared = np.zeros((len(x), len(y)))
+        for part in scaled or self._scaled_distances(x, y):
+            squared += part
+        r = np.sqrt(squared)
         decay = np.exp(-np.sqrt(5.0) * r)
         k = (1.0 + np.sqrt(5.0) * r + 5.0 / 3.0 * r**2) * decay
-        if scaled is None:
+        if not eval_gradient:
             return k
         if self.hyperparameter_length_scale.fixed:
             return k, np.empty((len(x), len(x), 0))
