@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,11 @@ class TrialEvaluator(ABC):
         """
         return {}
 
+    def proposal_guard(self) -> AbstractContextManager[Any]:
+        """Returns what the driver holds while it proposes the next arch beside running
+        trials: nothing by default."""
+        return nullcontext()
+
 
 @dataclass
 class SupernetEvaluator(TrialEvaluator):
@@ -91,6 +97,11 @@ class SupernetEvaluator(TrialEvaluator):
             "latency_reliable", "latency_note", "latency_load", "size_mb",
             *self.device_metrics,
         )
+
+    def proposal_guard(self) -> AbstractContextManager[Any]:
+        """Returns the device's compute lock: a proposal computed on the measuring host
+        never overlaps a latency measurement."""
+        return DeviceLock(self.profile.device, lock_dir=self.lock_dir).compute()
 
     def supernet(self) -> Supernet:
         """Returns the supernet with the trained weights (built once per evaluator copy)."""

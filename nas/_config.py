@@ -176,6 +176,9 @@ class SearchConfig(_Section):
     # a trial whose latency the device could not measure reliably (busy, or CV above the
     # profile's max_cv) is measured again, at most this many times, after the other trials
     remeasure: int = Field(default=2, ge=0, le=10)
+    # propose the next arch while trials run (a slow sampler then costs no slot time);
+    # each proposal sees one more trial as running
+    prefetch: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> SearchConfig:

@@ -37,6 +37,7 @@ def run_search(
     name: str,
     on_trial_end: Callable[[int, TrialState], None] | None = None,
     remeasure: int = 2,
+    prefetch: bool = False,
 ) -> SearchRun:
     """Runs trials until the study holds ``n_trials`` finished ones (interrupted trials of an
     earlier driver are closed FAIL first and do not count). Needs a Ray session.
@@ -52,6 +53,9 @@ def run_search(
         remeasure: how many times at most a trial whose latency the device could not
             measure reliably is evaluated again (as a new trial, after the others; it does
             not count towards ``n_trials``). Still unreliable, it stays off the front.
+        prefetch: propose the next arch while the trials run (under the evaluator's
+            ``proposal_guard``), so a slot does not wait for the sampler; each proposal then
+            sees one more trial as running.
 
     Returns:
         How many trials ran and for how long.
@@ -62,7 +66,8 @@ def run_search(
     start = time.perf_counter()
 
     def tune_round(count: int, segment: str) -> None:
-        searcher = StudySearcher(adapter, count, evaluator.metrics(), on_trial_end)
+        searcher = StudySearcher(adapter, count, evaluator.metrics(), on_trial_end,
+                                 prefetch=prefetch, guard=evaluator.proposal_guard)
         try:
             run_tune(
                 evaluator=evaluator,
@@ -74,6 +79,7 @@ def run_search(
                 name=segment,
             )
         finally:
+            searcher.close()
             adapter.close_interrupted()
 
     if remaining > 0:

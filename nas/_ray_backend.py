@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,15 @@ def _token_auth() -> bool:
 
 
 class StudySearcher(Searcher):
-    """A Tune searcher whose every decision goes through a ``StudyAdapter``."""
+    """A Tune searcher whose every decision goes through a ``StudyAdapter``.
+
+    With ``prefetch``, the next arch is proposed in a background thread as soon as one is
+    handed out, so a slow sampler thinks while the trials run rather than while a slot
+    waits. The study is touched by one thread at a time: a result is recorded only after
+    the proposal in flight has finished, so that proposal always sees the same trials as
+    running, whatever the timing. ``guard`` is held while proposing ahead (the device's
+    compute lock, so the proposal never overlaps a latency measurement on the same host).
+    """
 
     def __init__(
         self,
@@ -110,6 +119,9 @@ class StudySearcher(Searcher):
         budget: int,
         metric_names: tuple[str, ...],
         on_trial_end: Callable[[int, TrialState], None] | None = None,
+        *,
+        prefetch: bool = False,
+        guard: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
     ) -> None:
         super().__init__(metric=None, mode=None)
         self._adapter = adapter
@@ -119,6 +131,10 @@ class StudySearcher(Searcher):
         self._numbers: dict[str, int] = {}
         self._last: dict[str, dict[str, Any]] = {}
         self._on_trial_end = on_trial_end
+        self._prefetch = prefetch
+        self._guard = guard
+        self._pool: ThreadPoolExecutor | None = None
+        self._ahead: Future[tuple[int, Arch]] | None = None
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any) -> bool:
         return True
@@ -126,10 +142,31 @@ class StudySearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         if self._issued >= self._budget:
             return Searcher.FINISHED
-        number, arch = self._adapter.ask()
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            number, arch = ahead.result()  # a failed proposal raises here, as it would inline
+            self._adapter.dispatched(number)
+        else:
+            number, arch = self._adapter.ask()
         self._issued += 1
         self._numbers[trial_id] = number
+        if self._prefetch and self._issued < self._budget:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hwnas-propose")
+            self._ahead = self._pool.submit(self._ask_ahead)
         return {"arch": arch.key(), "number": number}
+
+    def _ask_ahead(self) -> tuple[int, Arch]:
+        with self._guard():
+            return self._adapter.ask()
+
+    def close(self) -> None:
+        """Waits for a proposal in flight and stops the proposing thread; a trial proposed
+        ahead but never handed out stays RUNNING, and the driver closes it as interrupted."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._ahead = None
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         self._last[trial_id] = result
@@ -138,6 +175,8 @@ class StudySearcher(Searcher):
         number = self._numbers.pop(trial_id, None)
         if number is None:
             return
+        if self._ahead is not None:  # that proposal sees this trial as running, always
+            wait([self._ahead])
         result = result or self._last.get(trial_id)
         self._last.pop(trial_id, None)
         if result is not None:  # drop Tune's bookkeeping (pid, timestamps, config/...)
@@ -151,7 +190,8 @@ class StudySearcher(Searcher):
         # Tune pickles its configuration (searcher included) into the experiment folder.
         # The study is the record of the search, so only the counters travel.
         state = dict(self.__dict__)
-        state["_adapter"] = state["_on_trial_end"] = None
+        state["_adapter"] = state["_on_trial_end"] = state["_pool"] = state["_ahead"] = None
+        state["_guard"] = contextlib.nullcontext
         return state
 
     def save(self, checkpoint_path: str) -> None:

@@ -105,6 +105,7 @@ class SearchStage(Stage):
                     name=f"search-{segment}",
                     on_trial_end=on_trial_end,
                     remeasure=spec.search.remeasure,
+                    prefetch=spec.search.prefetch,
                 )
             finally:
                 run.write_frame(run.trials, adapter.frame())

@@ -41,6 +41,8 @@ _TEXT_COLUMNS = ("state", "arch", "error", "latency_note")
 
 # user attribute of a trial that measures an earlier trial's arch again: that trial's number
 REMEASURE_OF = "remeasure_of"
+# when a trial proposed ahead of time was handed to a worker (Unix seconds)
+DISPATCHED_AT = "dispatched_at"
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,13 @@ class StudyAdapter:
         self._started[trial.number] = time.time()
         return trial.number, arch
 
+    def dispatched(self, number: int) -> None:
+        """Starts trial ``number``'s clock now: it was proposed ahead of time and is handed
+        to a worker only now (its ``seconds`` and ``started_at`` count from here)."""
+        now = time.time()
+        self._started[number] = now
+        optuna.trial.Trial(self.study, self._trial_id(number)).set_user_attr(DISPATCHED_AT, now)
+
     def tell_result(self, number: int, result: Mapping[str, Any] | None, error: str | None) -> TrialState:
         """Records the outcome of trial ``number`` and returns the state it was given.
 
@@ -298,13 +307,16 @@ def trials_frame(study: optuna.Study, objectives: Objectives) -> pd.DataFrame:
             "error": attrs.get("error", ""),
             "seconds": attrs.get("seconds", np.nan),
             # wall-clock times (Unix seconds): hypervolume against time in the report
-            "started_at": t.datetime_start.timestamp() if t.datetime_start else np.nan,
+            "started_at": attrs.get(DISPATCHED_AT,
+                                    t.datetime_start.timestamp() if t.datetime_start else np.nan),
             "finished_at": t.datetime_complete.timestamp() if t.datetime_complete else np.nan,
             "latency_reliable": bool(attrs.get("latency_reliable", True)),
             "latency_note": str(attrs.get("latency_note", "")),
         }
         for key, value in attrs.items():
-            if key not in row and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if key in row or key == DISPATCHED_AT:
+                continue
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
                 row[key] = float(value)
         if t.state == TrialState.COMPLETE and t.values is not None:
             for name, value in zip(objectives.names, t.values):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import optuna
 import pytest
 
 from evaluators import TrialEvaluator
@@ -81,3 +83,57 @@ def test_trial_workers_carry_the_trial_name_in_their_process_title(ray_local, tm
     titles = {p.read_text().strip() for p in tmp_path.glob("*.txt")}
     numbers = {f"ray::trial_{n}" for n in adapter.frame()["number"]}
     assert titles and titles <= numbers
+
+
+class SlowRecordingSampler(optuna.samplers.RandomSampler):
+    """Random archs after a pause; records how many trials each proposal saw running."""
+
+    def __init__(self, pause: float) -> None:
+        super().__init__(seed=3)
+        self.pause = pause
+        self.running_seen: dict[int, int] = {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):  # type: ignore[no-untyped-def]
+        if trial.number not in self.running_seen:
+            time.sleep(self.pause)
+            running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            self.running_seen[trial.number] = sum(t.number != trial.number for t in running)
+        return super().sample_independent(study, trial, param_name, param_distribution)
+
+
+class SlowEvaluator(ToyEvaluator):
+    def __call__(self, arch: Arch) -> dict[str, float]:
+        time.sleep(0.5)
+        return {"accuracy": 0.5 + 0.1 * int(arch["a"]), "latency_ms": 1.0 + int(arch["b"])}
+
+
+def test_prefetch_proposes_while_the_trial_runs_and_always_sees_it_running(ray_local, tmp_path: Path) -> None:
+    sampler = SlowRecordingSampler(pause=0.3)
+    study = open_study(f"sqlite:///{tmp_path / 's.db'}", "toy", OBJECTIVES, sampler)
+    adapter = StudyAdapter(study, SPACE, OBJECTIVES)
+    outcome = run_search(adapter, SlowEvaluator(), n_trials=5, max_concurrent=1,
+                         resources={"CPU": 1}, tune_dir=tmp_path / "tune", name="ahead", prefetch=True)
+    assert outcome.trials_run == 5
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 5  # none left over
+    # the first proposal had nothing running; every later one was made while its
+    # predecessor ran, whatever the timing, because a result waits for the proposal in flight
+    assert sampler.running_seen == {0: 0, 1: 1, 2: 1, 3: 1, 4: 1}
+    for before, after in zip(trials, trials[1:]):
+        assert after.datetime_start < before.datetime_complete  # proposed ahead
+        assert after.user_attrs["dispatched_at"] >= before.datetime_start.timestamp()
+    frame = adapter.frame()
+    # a trial's clock starts when a worker gets it, not when it was proposed
+    started = frame["started_at"].to_numpy()
+    asked = [t.datetime_start.timestamp() for t in trials]
+    assert all(s > a for s, a in zip(started[1:], asked[1:]))
+    assert "dispatched_at" not in frame.columns
+
+
+def test_without_prefetch_every_proposal_sees_every_result(ray_local, tmp_path: Path) -> None:
+    sampler = SlowRecordingSampler(pause=0.0)
+    study = open_study(f"sqlite:///{tmp_path / 's.db'}", "toy", OBJECTIVES, sampler)
+    adapter = StudyAdapter(study, SPACE, OBJECTIVES)
+    run_search(adapter, SlowEvaluator(), n_trials=3, max_concurrent=1,
+               resources={"CPU": 1}, tune_dir=tmp_path / "tune", name="inline")
+    assert sampler.running_seen == {0: 0, 1: 0, 2: 0}
