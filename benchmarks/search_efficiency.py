@@ -154,7 +154,7 @@ def run_once(problem: Problem, sampler: dict, seed: int, trials: int, workdir: P
     study = open_study(
         f"sqlite:///{path}", "bench", OBJECTIVES,
         make_sampler(name, seed=seed, objectives=OBJECTIVES, space=problem.space,
-                     cheap_objectives=cheap_objectives(problem.table, problem.space, OBJECTIVES),
+                     known=cheap_objectives(problem.table, problem.space, OBJECTIVES),
                      max_concurrent=concurrent, **options),
     )
     adapter = TimedAdapter(study, problem.space, OBJECTIVES)

@@ -53,7 +53,7 @@ class SearchStage(Stage):
             seed=spec.experiment.seed,
             objectives=objectives,
             space=ctx.space,
-            cheap_objectives=cheap_objectives(evaluator, ctx.space, objectives),
+            known=cheap_objectives(evaluator, ctx.space, objectives),
             max_concurrent=spec.search.max_concurrent,
             **spec.search.sampler.options(),
         )

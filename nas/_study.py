@@ -68,13 +68,14 @@ def make_sampler(
     seed: int,
     objectives: Objectives,
     space: ChoiceSpace | None = None,
-    cheap_objectives: CheapObjectives | None = None,
+    known: CheapObjectives | None = None,
     max_concurrent: int = 1,
     **options: Any,
 ) -> optuna.samplers.BaseSampler:
     """Returns the seeded sampler registered as ``name`` (see ``nas.samplers``), built with
     its ``options`` and what a search knows: the space's choices and declared features,
-    and the objectives known cheaply. Given the space, the sampler is guarded so that no
+    and the objectives ``known`` cheaply (a sampler option of the same meaning, such as
+    ``model_based``'s ``cheap_objectives: false``, decides whether it uses them). Given the space, the sampler is guarded so that no
     arch is proposed twice (``DistinctArchSampler``).
 
     Constraints reach the samplers that support them through ``Trial.set_constraint``,
@@ -87,7 +88,7 @@ def make_sampler(
     context = SamplerContext(
         seed=seed, objectives=tuple(objectives.names),
         choices=dict(space.choices()) if space is not None else {},
-        cheap_objectives=cheap_objectives,
+        cheap_objectives=known,
         features=space.features if space is not None else None,
         canonical=(lambda params: dict(space.decode(params))) if space is not None else None,
         max_concurrent=max_concurrent,

@@ -45,7 +45,7 @@ def _search(sampler_name: str, seed: int, n_trials: int, url: str, **options) ->
     """Runs the product's ask/tell loop (without Ray) on the cell table."""
     cheap = cheap_objectives(CELL_TABLE, CELL, OBJECTIVES)
     sampler = make_sampler(sampler_name, seed=seed, objectives=OBJECTIVES, space=CELL,
-                           cheap_objectives=cheap, **options)
+                           known=cheap, **options)
     study = open_study(url, "cell", OBJECTIVES, sampler)
     adapter = StudyAdapter(study, CELL, OBJECTIVES)
     while adapter.finished_count() < n_trials:
@@ -186,3 +186,15 @@ def test_a_sampler_registered_in_a_plugin_runs_from_yaml(tmp_path: Path) -> None
     calls = sys.modules["hwnas_plugin_my_sampler"].CALLS
     assert calls[0] == ("built", "ours", 7, ("accuracy", "latency_ms"))
     assert calls.count("op_0") == 3 and len(study.trials) == 3
+
+
+@pytest.mark.parametrize("use_cheap", [True, False])
+def test_model_based_from_yaml_takes_its_own_cheap_objectives_switch(tmp_path: Path, use_cheap: bool) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("search: {sampler: {name: model_based, n_startup_trials: 3, "
+                      f"cheap_objectives: {str(use_cheap).lower()}}}}}\n")
+    spec = load_config(config)
+    options = spec.search.sampler.options()  # every option, defaults filled, as the search passes them
+    assert options["cheap_objectives"] is use_cheap
+    study = _search(spec.search.sampler.name, 0, 6, f"sqlite:///{tmp_path / 's.db'}", **options)
+    assert len({t.user_attrs["arch"] for t in study.get_trials()}) == 6
