@@ -177,9 +177,8 @@ class SearchConfig(_Section):
     # profile's max_cv) is measured again, at most this many times, after the other trials
     remeasure: int = Field(default=2, ge=0, le=10)
     # propose the next arch while trials run, for a slow sampler on a driver with cores of
-    # its own; each proposal sees one more trial as running. Off by default: on two cores
-    # the proposal competes with the workers (quickstart, model_based: 4.9% overhead with
-    # it, 3.2% without)
+    # its own; each proposal sees one more trial as running. Off by default: where the
+    # driver shares the workers' cores, proposing ahead competes with them
     prefetch: bool = False
 
     @model_validator(mode="after")

@@ -74,9 +74,9 @@ def make_sampler(
 ) -> optuna.samplers.BaseSampler:
     """Returns the seeded sampler registered as ``name`` (see ``nas.samplers``), built with
     its ``options`` and what a search knows: the space's choices and declared features,
-    and the objectives ``known`` cheaply (a sampler option of the same meaning, such as
-    ``model_based``'s ``cheap_objectives: false``, decides whether it uses them). Given the space, the sampler is guarded so that no
-    arch is proposed twice (``DistinctArchSampler``).
+    and the objectives ``known`` cheaply (a sampler's own option, such as ``model_based``'s
+    ``cheap_objectives: false``, decides whether it uses them). Given the space, the
+    sampler is guarded so that no arch is proposed twice (``DistinctArchSampler``).
 
     Constraints reach the samplers that support them through ``Trial.set_constraint``,
     which the study adapter calls before telling a trial's values.
