@@ -1,7 +1,8 @@
-"""Datasets: scikit-learn's bundled digits and user-supplied ``.npz`` arrays.
+"""Datasets: scikit-learn's bundled digits, user-supplied ``.npz`` arrays and image folders.
 
-Both become a ``DataSplits``: stratified, seeded train / val / test tensors, normalised with
-statistics from the training split only. Nothing is downloaded.
+Each becomes a ``DataSplits``: stratified, seeded train / val / test tensors (or the splits an
+image folder gives), normalised with statistics from the training split only. Nothing is
+downloaded. The readers check the user's files (``_npz.py``, ``_imagefolder.py``).
 """
 
 from __future__ import annotations
@@ -16,14 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from evaluators._data_error import DEFAULT_MAX_BYTES, DataError, check_bytes
+from evaluators._imagefolder import load_image_folder
+from evaluators._npz import load_npz_arrays
+from evaluators._splits import Indices, complete_splits, split_indices
+
 logger = logging.getLogger(__name__)
 
 # scikit-learn's digits are 8x8 images with integer intensities 0..16.
 _DIGITS_MAX_VALUE = 16.0
 
-
-class DataError(ValueError):
-    """A data set that cannot be loaded or split as configured."""
+#: The values of ``data.dataset``.
+DATASETS = ("digits", "npz", "imagefolder")
 
 
 @dataclass(frozen=True)
@@ -115,62 +120,6 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray, tuple[str, ...], float
     return x, y, tuple(str(i) for i in range(10)), 1.0 / _DIGITS_MAX_VALUE
 
 
-def load_npz_arrays(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], float]:
-    """Returns ``(x, y, classes, scale)`` from an ``.npz`` file with arrays ``x``, ``y``
-    and optionally ``classes``.
-
-    ``x`` is (N,H,W) or (N,C,H,W), uint8 (scale 1/255) or float (scale 1); ``y`` is (N,)
-    integer labels in 0..K-1.
-
-    Raises:
-        DataError: the file is missing or unreadable, or an array has the wrong shape or type.
-    """
-    if not path.is_file():
-        raise DataError(f"data.path: no such file {str(path)!r}; give the path of an .npz file")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except Exception as exc:  # numpy raises several types for corrupt archives
-        raise DataError(f"data.path: {str(path)!r} is not a readable .npz file ({exc})") from exc
-    for name in ("x", "y"):
-        if name not in arrays:
-            raise DataError(
-                f"data.path: {str(path)!r} has no array {name!r} (it has {sorted(arrays)}); "
-                "an npz data set needs 'x' (N,H,W) or (N,C,H,W) and 'y' (N,) labels"
-            )
-    x, y = arrays["x"], arrays["y"]
-    if x.ndim not in (3, 4):
-        raise DataError(f"data.path: array 'x' must be (N,H,W) or (N,C,H,W), got shape {x.shape}")
-    if y.ndim != 1 or y.shape[0] != x.shape[0]:
-        raise DataError(
-            f"data.path: array 'y' must be (N,) with N={x.shape[0]} like 'x', got shape {y.shape}"
-        )
-    if not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"data.path: array 'y' must hold integer labels, got dtype {y.dtype}")
-    if x.dtype == np.uint8:
-        scale = 1.0 / 255.0
-    elif np.issubdtype(x.dtype, np.floating):
-        scale = 1.0
-    else:
-        raise DataError(f"data.path: array 'x' must be uint8 or float, got dtype {x.dtype}")
-    if not np.isfinite(x.astype(np.float64)).all():
-        raise DataError("data.path: array 'x' contains NaN or infinite values")
-    labels = np.unique(y)
-    if labels.min() < 0:
-        raise DataError(f"data.path: labels in 'y' must be >= 0, got {labels.min()}")
-    n_classes = int(labels.max()) + 1
-    if "classes" in arrays:
-        classes = tuple(str(c) for c in arrays["classes"].tolist())
-        if len(classes) < n_classes:
-            raise DataError(
-                f"data.path: 'classes' names {len(classes)} classes but 'y' has labels up to "
-                f"{n_classes - 1}"
-            )
-    else:
-        classes = tuple(str(i) for i in range(n_classes))
-    return x.astype(np.float32), y.astype(np.int64), classes, scale
-
-
 def build_splits(
     x: np.ndarray,
     y: np.ndarray,
@@ -178,38 +127,22 @@ def build_splits(
     scale: float,
     *,
     image_size: int | None,
-    val_fraction: float,
-    test_fraction: float,
-    seed: int,
+    indices: Indices,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> DataSplits:
-    """Returns stratified, seeded splits of ``x``/``y``, resized to ``image_size`` and
-    normalised with training-split statistics.
+    """Returns the ``(train, val, test)`` ``indices`` of ``x``/``y`` as splits, resized to
+    ``image_size`` and normalised with training-split statistics.
 
     Raises:
-        DataError: a class has too few samples to stratify, or the fractions leave no data.
+        DataError: the resized images would be over ``max_bytes``, or the statistics overflow.
     """
-    from sklearn.model_selection import train_test_split  # heavy (SciPy): only where used
-
     if x.ndim == 3:
         x = x[:, None, :, :]  # (N, H, W) -> (N, 1, H, W)
-    indices = np.arange(len(y))
-    holdout = val_fraction + test_fraction
-    try:
-        train_idx, rest_idx = train_test_split(
-            indices, test_size=holdout, stratify=y, random_state=seed
-        )
-        val_idx, test_idx = train_test_split(
-            rest_idx,
-            test_size=test_fraction / holdout,
-            stratify=y[rest_idx],
-            random_state=seed,
-        )
-    except ValueError as exc:
-        raise DataError(
-            f"data: cannot split {len(y)} samples into stratified train/val/test with "
-            f"val_fraction={val_fraction} and test_fraction={test_fraction} ({exc})"
-        ) from exc
-
+    train_idx, val_idx, test_idx = indices
+    if image_size is not None:
+        n, c = x.shape[:2]
+        check_bytes(f"{n} images of {c}x{image_size}x{image_size} as float32",
+                    n * c * image_size * image_size * 4, max_bytes, "data.image_size")
     tensor = torch.from_numpy(x * scale)
     if image_size is not None and tuple(tensor.shape[-2:]) != (image_size, image_size):
         tensor = F.interpolate(
@@ -218,6 +151,11 @@ def build_splits(
     train = tensor[train_idx]
     mean = train.mean(dim=(0, 2, 3))
     std = train.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+        raise DataError(
+            "data: the training images' mean or standard deviation overflows float32; rescale "
+            "the pixel values (e.g. to [0, 1])"
+        )
     normalised = (tensor - mean[None, :, None, None]) / std[None, :, None, None]
     labels = torch.from_numpy(y)
     logger.info(
@@ -248,21 +186,34 @@ def load_dataset(
     val_fraction: float,
     test_fraction: float,
     seed: int,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> DataSplits:
-    """Returns the splits of a named data set (``digits`` or ``npz`` with ``path``).
+    """Returns the splits of a named data set: ``digits``, or ``npz`` / ``imagefolder`` read
+    from ``path``, no array larger than ``max_bytes``.
 
     Raises:
-        DataError: unknown data set, missing path, or a file that cannot be used.
+        DataError: unknown data set, missing path, or a file or folder that cannot be used
+            (the message names it and the problem).
     """
+    if dataset not in DATASETS:
+        raise DataError(f"data.dataset: must be one of {list(DATASETS)}, got {dataset!r}")
+    given: dict[str, np.ndarray] = {}
     if dataset == "digits":
         x, y, classes, scale = load_digits_arrays()
+    elif path is None:
+        raise DataError(f"data.path: required when data.dataset is {dataset!r}")
     elif dataset == "npz":
-        if path is None:
-            raise DataError("data.path: required when data.dataset is 'npz'")
-        x, y, classes, scale = load_npz_arrays(path)
+        x, y, classes, scale = load_npz_arrays(path, max_bytes=max_bytes, image_size=image_size)
     else:
-        raise DataError(f"data.dataset: must be one of ['digits', 'npz'], got {dataset!r}")
-    return build_splits(
-        x, y, classes, scale,
-        image_size=image_size, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-    )
+        folder = load_image_folder(path, image_size=image_size, max_bytes=max_bytes)
+        x, y, classes, scale, given = folder.x, folder.y, folder.classes, 1.0 / 255.0, folder.given
+    if given:
+        indices = complete_splits(
+            y, given, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+        )
+    else:
+        indices = split_indices(
+            y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+        )
+    return build_splits(x, y, classes, scale, image_size=image_size, indices=indices,
+                        max_bytes=max_bytes)

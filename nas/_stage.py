@@ -44,6 +44,7 @@ class RunContext:
         return load_dataset(
             d.dataset, path=d.path, image_size=d.image_size, val_fraction=d.val_fraction,
             test_fraction=d.test_fraction, seed=self.spec.experiment.seed,
+            max_bytes=d.max_bytes,
         )
 
     @cached_property
