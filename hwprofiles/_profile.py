@@ -12,11 +12,11 @@ import hashlib
 import json
 import math
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,6 +25,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from hwprofiles._yaml import UserYamlError, parse_user_yaml, read_user_yaml, short_repr
 
 __all__ = ["HardwareProfile", "ProfileError", "list_profiles", "load_profile"]
 
@@ -41,6 +43,8 @@ _MEASUREMENT_FIELDS = (
 
 _PACKAGE = "hwprofiles"
 _SUFFIXES = (".yaml", ".yml")
+# an unknown key that looks like this is named in the message (a typo of a field)
+_FIELD_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 
 
 class ProfileError(ValueError):
@@ -183,9 +187,10 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> HardwareProfile:
         The validated profile.
 
     Raises:
-        ProfileError: The name is unknown, the file is missing or not valid YAML, or a
-            key is unknown, missing or has a value that is not allowed. The message
-            names the file and the key and gives the allowed values.
+        ProfileError: The name is unknown, the file is missing, not UTF-8 or not valid
+            YAML, uses a YAML alias, is no profile, or a key is unknown, missing or has a
+            value that is not allowed. The message names the file and the key and gives
+            the allowed values, never the file's text.
 
     Example:
         >>> load_profile("cpu").backend
@@ -194,10 +199,10 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> HardwareProfile:
     if _looks_like_path(name_or_path):
         path = Path(name_or_path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as err:
-            raise ProfileError(f"{path}: cannot read hardware profile ({err.strerror}).") from err
-        return _parse(text, source=str(path), default_name=path.stem)
+            data = read_user_yaml(path, "hardware profile")
+        except UserYamlError as err:
+            raise ProfileError(str(err)) from None
+        return _validate(data, source=str(path), default_name=path.stem)
 
     name = str(name_or_path)
     available = list_profiles()
@@ -207,8 +212,12 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> HardwareProfile:
             "or pass the path of a YAML file."
         )
     entry = resources.files(_PACKAGE).joinpath(f"{name}.yaml")
-    return _parse(entry.read_text(encoding="utf-8"), source=f"hwprofiles/{name}.yaml",
-                  default_name=name)
+    source = f"hwprofiles/{name}.yaml"
+    try:
+        data = parse_user_yaml(entry.read_text(encoding="utf-8"), source)
+    except UserYamlError as err:
+        raise ProfileError(str(err)) from None
+    return _validate(data, source=source, default_name=name)
 
 
 def _looks_like_path(name_or_path: str | os.PathLike[str]) -> bool:
@@ -221,23 +230,46 @@ def _looks_like_path(name_or_path: str | os.PathLike[str]) -> bool:
     )
 
 
-def _parse(text: str, *, source: str, default_name: str) -> HardwareProfile:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        detail = " ".join(str(err).split())
-        raise ProfileError(f"{source}: not valid YAML: {detail}") from err
+def _validate(data: Any, *, source: str, default_name: str) -> HardwareProfile:
+    """Returns the profile of the parsed YAML ``data`` read from ``source``.
+
+    Raises:
+        ProfileError: ``data`` is not a profile; the message names keys and values only
+            where ``data`` looks like a profile, so a file given by mistake is not echoed.
+    """
+    fields = ", ".join(HardwareProfile.model_fields)
+    expected = f"it must be a YAML mapping of fields ({fields}) with at least device and backend"
+    if data is None:
+        raise ProfileError(f"{source}: is empty; {expected}.")
     if not isinstance(data, dict):
-        raise ProfileError(
-            f"{source}: a hardware profile must be a YAML mapping of fields "
-            f"({', '.join(HardwareProfile.model_fields)}), got {type(data).__name__}."
-        )
+        raise ProfileError(f"{source}: is not a hardware profile: {expected}, got a "
+                           f"{type(data).__name__}.")
+    if not set(HardwareProfile.model_fields) & {k for k in data if isinstance(k, str)}:
+        raise ProfileError(f"{source}: is not a hardware profile: {expected}; it has none "
+                           "of these keys.")
     data.setdefault("name", default_name)
     try:
         return HardwareProfile.model_validate(data)
     except ValidationError as err:
-        problems = "; ".join(_describe(error) for error in err.errors())
-        raise ProfileError(f"{source}: invalid hardware profile: {problems}.") from None
+        errors = err.errors()
+        unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+        problems = [_describe(e) for e in errors if e["type"] != "extra_forbidden"]
+        if unknown:
+            problems.append(_describe_unknown([str(e["loc"][0]) for e in unknown]))
+        raise ProfileError(f"{source}: invalid hardware profile: {'; '.join(problems)}.") from None
+
+
+def _describe_unknown(keys: list[str]) -> str:
+    """Returns the message of unknown keys: named when they look like field names (a typo),
+    only counted otherwise (lines of a file that is no profile)."""
+    named = [k for k in keys if _FIELD_LIKE.fullmatch(k)]
+    parts = []
+    if named:
+        more = f" and {len(named) - 10} more" if len(named) > 10 else ""
+        parts.append(f"{', '.join(named[:10])}{more}: unknown key{'s' if len(named) > 1 else ''}")
+    if len(keys) > len(named):
+        parts.append(f"{len(keys) - len(named)} unknown key(s) that are not field names")
+    return f"{'; '.join(parts)} (allowed keys: {', '.join(HardwareProfile.model_fields)})"
 
 
 def _describe(error: Any) -> str:
@@ -245,23 +277,20 @@ def _describe(error: Any) -> str:
     key = ".".join(str(part) for part in error["loc"])
     kind = error["type"]
     ctx = error.get("ctx", {})
-    got = error.get("input")
+    got = short_repr(error.get("input"))
     if kind == "literal_error":
-        return f"{key}: must be one of {ctx['expected'].replace(' or ', ', ')}, got {got!r}"
-    if kind == "extra_forbidden":
-        allowed = ", ".join(HardwareProfile.model_fields)
-        return f"{key}: unknown key (allowed keys: {allowed})"
+        return f"{key}: must be one of {ctx['expected'].replace(' or ', ', ')}, got {got}"
     if kind == "missing":
         allowed = _allowed_values(key)
         return f"{key}: required key is missing" + (f" (one of {allowed})" if allowed else "")
     if kind in ("greater_than", "greater_than_equal"):
         op = ">" if kind == "greater_than" else ">="
         bound = ctx.get("gt", ctx.get("ge"))
-        return f"{key}: must be {op} {bound}, got {got!r}"
+        return f"{key}: must be {op} {bound}, got {got}"
     if kind == "value_error":
         message = str(ctx.get("error", error["msg"]))
         return f"{key}: {message}" if key else message
-    return f"{key}: {error['msg'].lower()}, got {got!r}"
+    return f"{key}: {error['msg'].lower()}, got {got}"
 
 
 def _allowed_values(key: str) -> str:

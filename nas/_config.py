@@ -6,6 +6,7 @@ Unknown keys are errors; every message names the dotted YAML key, the rule and t
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,11 +15,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compress import list_importances
-from evaluators import PluginError, import_plugins
+from evaluators import DEFAULT_MAX_BYTES, PluginError, import_plugins
 from evaluators._energy import energy_unavailable_reason
 from evaluators._memory import memory_unavailable_reason
 from evaluators.latency import check_profile
 from hwprofiles import HardwareProfile, ProfileError, load_profile
+from hwprofiles._yaml import ECHO_LIMIT, UserYamlError, parse_user_yaml, read_user_yaml, short_repr
 from nas._errors import ConfigError
 from nas.samplers import get_sampler_options, list_samplers
 from search_spaces import get_search_space_options, list_search_spaces
@@ -31,6 +33,10 @@ OBJECTIVE_METRICS: dict[str, Literal["min", "max"]] = {
 _DEFAULT_OBJECTIVES: dict[str, Literal["min", "max"]] = {"accuracy": "max", "latency_ms": "min"}
 #: Metrics that may carry an upper-bound constraint.
 CONSTRAINT_METRICS = ("latency_ms", "params", "macs", "size_mb", "peak_memory_mb", "energy_mj")
+#: An unknown key named in a message looks like this; others may be a stray file's lines.
+_KEY_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+#: The most problems one message lists.
+_MAX_ERRORS = 10
 #: Measured metrics a device may be unable to measure: checked against the profile at load.
 DEVICE_METRICS = ("peak_memory_mb", "energy_mj")
 
@@ -47,21 +53,33 @@ class ExperimentConfig(_Section):
 
 
 class DataConfig(_Section):
-    """``data:`` the data set and its splits."""
+    """``data:`` the data set and its splits.
 
-    dataset: Literal["digits", "npz"] = "digits"
+    ``dataset`` is ``digits`` (bundled), ``npz`` (``path``: a file with arrays x, y and
+    optionally classes) or ``imagefolder`` (``path``: a folder of class folders of images,
+    optionally under train/, val/, test/). ``max_bytes`` bounds every array the data set
+    needs in memory; it is checked before anything is allocated.
+    """
+
+    dataset: Literal["digits", "npz", "imagefolder"] = "digits"
     path: Path | None = None
     image_size: int | None = Field(default=16, ge=4, le=1024)
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
     batch_size: int = Field(default=128, ge=1)
+    max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=2**20)  # 4 GiB
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
-        if self.dataset == "npz" and self.path is None:
-            raise ValueError("path: required when dataset is 'npz' (the .npz file to load)")
+        what = {"npz": "the .npz file to load", "imagefolder": "the folder of class folders"}
+        if self.dataset in what and self.path is None:
+            raise ValueError(
+                f"path: required when dataset is {self.dataset!r} ({what[self.dataset]})"
+            )
         if self.dataset == "digits" and self.path is not None:
-            raise ValueError("path: only used with dataset 'npz'; remove it for 'digits'")
+            raise ValueError(
+                "path: only used with dataset 'npz' or 'imagefolder'; remove it for 'digits'"
+            )
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError(
                 "val_fraction + test_fraction must leave at least 10% for training, got "
@@ -85,7 +103,8 @@ def _check_options(options_model: type[BaseModel] | None, options: dict[str, Any
     except pydantic.ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         key = ".".join(str(p) for p in error["loc"]) or "(options)"
-        got = "" if error["type"] in ("missing", "value_error") else f", got {error['input']!r}"
+        got = ("" if error["type"] in ("missing", "value_error")
+               else f", got {short_repr(error['input'])}")
         if error["type"] == "extra_forbidden":
             allowed = sorted(options_model.model_fields)
             raise ValueError(f"{key}: unknown option; allowed are ['name', *{allowed}]") from None
@@ -103,7 +122,8 @@ class SearchSpaceConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> SearchSpaceConfig:
         if self.name not in list_search_spaces():
-            raise ValueError(f"name: must be one of {list_search_spaces()}, got {self.name!r}")
+            raise ValueError(f"name: must be one of {list_search_spaces()}, "
+                             f"got {short_repr(self.name)}")
         _check_options(get_search_space_options(self.name), self.options(), f"space {self.name!r}")
         return self
 
@@ -140,7 +160,8 @@ class SamplerConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> SamplerConfig:
         if self.name not in list_samplers():
-            raise ValueError(f"name: must be one of {list_samplers()}, got {self.name!r} "
+            raise ValueError(f"name: must be one of {list_samplers()}, "
+                             f"got {short_repr(self.name)} "
                              "(a new sampler registers with nas.samplers.register_sampler and "
                              "is imported through plugins:)")
         _check_options(get_sampler_options(self.name), self.options(), f"sampler {self.name!r}")
@@ -278,7 +299,8 @@ class PruneConfig(_Section):
             )
         if self.importance not in list_importances():
             raise ValueError(
-                f"importance: must be one of {list_importances()}, got {self.importance!r} "
+                f"importance: must be one of {list_importances()}, "
+                f"got {short_repr(self.importance)} "
                 "(a new criterion registers with compress.register_importance and is "
                 "imported through plugins:)"
             )
@@ -338,19 +360,7 @@ def load_config(path: Path, overrides: list[str] | None = None) -> RunSpec:
     Raises:
         ConfigError: unreadable file, bad YAML, unknown key, invalid value or override.
     """
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(read_yaml_mapping(path, "config file"), overrides or [])
     plugins = raw.get("plugins")
     if isinstance(plugins, list):  # files are named relative to the config
         raw["plugins"] = [
@@ -365,21 +375,45 @@ def load_config(path: Path, overrides: list[str] | None = None) -> RunSpec:
     return validate_config(raw, source=str(path))
 
 
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """Returns the mapping at the top level of the YAML file ``path`` (``what`` it is, e.g.
+    ``"config file"``), read as untrusted: UTF-8, bounded in size, no aliases.
+
+    Raises:
+        ConfigError: the file cannot be read, is not UTF-8 or not YAML, is empty, uses a
+            YAML alias, or its top level is not a mapping; the message names the file (and
+            the line), never its content.
+    """
+    try:
+        raw = read_user_yaml(path, what)
+    except UserYamlError as exc:
+        raise ConfigError(str(exc)) from None
+    if raw is None:
+        raise ConfigError(f"{path}: the {what} is empty; expected a mapping of sections "
+                          "such as experiment:, search:, hardware:")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level of the {what} must be a mapping of sections, "
+                          f"got a {type(raw).__name__}")
+    return raw
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Returns a copy of ``raw`` with each ``dotted.key=VALUE`` set (VALUE parsed as YAML).
 
     Raises:
-        ConfigError: an override without ``=`` or with an empty key.
+        ConfigError: an override without ``=`` or with an empty key, or whose value is not
+            YAML or uses a YAML alias.
     """
     result = copy.deepcopy(raw)
     for item in overrides:
         key, sep, value_text = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. search.n_trials=8")
+            raise ConfigError(f"--set {short_repr(item)}: expected KEY=VALUE, e.g. "
+                              "search.n_trials=8")
         try:
-            value = yaml.safe_load(value_text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc})") from exc
+            value = parse_user_yaml(value_text, f"--set {key.strip()[:ECHO_LIMIT]}")
+        except UserYamlError as exc:
+            raise ConfigError(str(exc)) from None
         node = result
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -387,7 +421,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+                raise ConfigError(f"--set {short_repr(item)}: {short_repr(part)} is not a section")
             node = child
         node[parts[-1]] = value
     return result
@@ -403,7 +437,7 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> RunSpec:
     plugins = raw.get("plugins") or []
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise ConfigError(f"{source}: plugins: must be a list of module names or .py paths, "
-                          f"got {plugins!r}")
+                          f"got {short_repr(plugins)}")
     try:
         import_plugins(plugins)
     except PluginError as exc:
@@ -451,13 +485,20 @@ def format_validation_error(exc: pydantic.ValidationError) -> str:
                 loc, message = loc + [head], rest
         if error["type"] == "extra_forbidden":
             allowed = _allowed_keys(loc[:-1])
-            lines.append(f"{'.'.join(loc)}: unknown key; allowed keys here are {allowed}")
+            if not _KEY_LIKE.fullmatch(loc[-1]):  # a line of a file that is no config: not echoed
+                where = ".".join(loc[:-1]) or "(top level)"
+                lines.append(f"{where}: unknown keys that are not key names; allowed keys "
+                             f"here are {allowed}")
+            else:
+                lines.append(f"{'.'.join(loc)}: unknown key; allowed keys here are {allowed}")
             continue
         got = ""
         if error["type"] not in ("value_error", "missing") and "input" in error:
-            got = f", got {error['input']!r}"
+            got = f", got {short_repr(error['input'])}"
         lines.append(f"{'.'.join(loc) or '(top level)'}: {message}{got}")
-    return "; ".join(lines)
+    lines = list(dict.fromkeys(lines))
+    more = f"; and {len(lines) - _MAX_ERRORS} more" if len(lines) > _MAX_ERRORS else ""
+    return "; ".join(lines[:_MAX_ERRORS]) + more
 
 
 def _allowed_keys(loc: list[str]) -> list[str]:

@@ -39,7 +39,7 @@ def show_profile(name: str, image_size: int, channels: int, runs: int, console: 
         ProfileError: the profile cannot be loaded.
     """
     profile = load_profile(name)
-    table = Table(title=f"hardware profile {profile.name}", show_header=False)
+    table = Table(title=f"hardware profile {escape(profile.name)}", show_header=False)
     for key, value in profile.model_dump().items():
         table.add_row(key, escape(str(value)))
     console.print(table)
@@ -123,7 +123,8 @@ def build_latency_model(name: str, space_name: str, image_size: int, channels: i
     except BackendUnavailable as exc:
         console.print(f"[yellow]{escape(str(exc))}[/]")
         return 1
-    with console.status(f"building the latency model of {space_name} on {profile.name}") as s:
+    with console.status(f"building the latency model of {escape(space_name)} on "
+                        f"{escape(profile.name)}") as s:
         model, table = LatencyModel.build(
             space, meter, shape, fit_archs=fit_archs,
             progress=lambda i, n: s.update(f"measuring blocks and subnets: {i}/{n}"))
@@ -131,7 +132,8 @@ def build_latency_model(name: str, space_name: str, image_size: int, channels: i
     assert path is not None
     model.save(path)
     a, b, c = model.coefficients
-    console.print(f"latency model of {space.name} on {profile.name}, input {list(shape)}: "
+    console.print(f"latency model of {escape(space.name)} on {escape(profile.name)}, "
+                  f"input {list(shape)}: "
                   f"{model.blocks} distinct blocks, fitted on {len(model.fitted_on)} subnets in "
                   f"{model.build_seconds:.0f} s; predicted ms = {a:.3f} x block sum "
                   f"{b:+.4f} x blocks {c:+.4f}")
