@@ -7,7 +7,6 @@ import fcntl
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -15,13 +14,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
+from evaluators.latency._lockdir import default_lock_dir, ensure_private_dir
+from evaluators.latency._lockholders import describe_holders, forget_holder, record_holder
+
 __all__ = ["DeviceLock"]
 
 logger = logging.getLogger(__name__)
 
-_LOCK_DIRNAME = "hwnas-locks"
 _POLL_MIN_S = 0.001
 _POLL_MAX_S = 0.05
+_WARN_AFTER_S = 5.0  # a wait this long is logged as a warning naming the holders ...
+_WARN_EVERY_S = 30.0  # ... and again this often until the lock is acquired
 
 
 _Mode = Literal["compute", "measure"]
@@ -72,11 +75,18 @@ class DeviceLock:
         device: Device name, e.g. ``"cpu"``, ``"cuda"`` (the current CUDA device) or
             ``"cuda:1"``. CUDA devices are identified by UUID where torch reports one, so
             processes with different ``CUDA_VISIBLE_DEVICES`` agree on a physical GPU.
-        lock_dir: Directory for the lock files; defaults to
-            ``<tempfile.gettempdir()>/hwnas-locks``. All cooperating processes must use
-            the same one.
+        lock_dir: Directory for the lock files; defaults to one of this user's own,
+            created with mode 0700: ``<tempfile.gettempdir()>/hwnas-locks-<uid>`` (see
+            ``default_lock_dir``).
+            The default is resolved in each process that uses the lock. All cooperating
+            processes must use the same one.
         timeout: Seconds to wait for the lock before ``TimeoutError``; ``None`` waits
             for as long as it takes.
+
+    A wait longer than 5 s is logged (``logger.warning``) naming the processes that hold
+    the device, by PID and command line, and again every 30 s until the lock is
+    acquired; a ``TimeoutError`` names them too. Each holder records itself beside the
+    lock files for this (``<device>.holders/``).
 
     Example:
         >>> lock = DeviceLock("cpu")
@@ -96,15 +106,24 @@ class DeviceLock:
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout: must be >= 0 or None, got {timeout}")
         self.device = device
-        self.lock_dir = (
-            Path(lock_dir) if lock_dir is not None else Path(tempfile.gettempdir()) / _LOCK_DIRNAME
-        )
+        self._lock_dir = Path(lock_dir) if lock_dir is not None else None
+        self._default_dir: Path | None = None  # the default, once resolved in this process
         self.timeout = timeout
         self._key: str | None = None
 
     def __getstate__(self) -> dict[str, object]:
-        # "cuda" means the current device of whichever process uses the lock: resolve anew.
-        return {**self.__dict__, "_key": None}
+        # "cuda" means the current device of whichever process uses the lock, and the
+        # default folder that of the user and environment of that process: resolve anew.
+        return {**self.__dict__, "_key": None, "_default_dir": None}
+
+    @property
+    def lock_dir(self) -> Path:
+        """The directory of the lock files: the one given, or this user's default."""
+        if self._lock_dir is not None:
+            return self._lock_dir
+        if self._default_dir is None:
+            self._default_dir = default_lock_dir()
+        return self._default_dir
 
     def __repr__(self) -> str:
         return f"DeviceLock(device={self.device!r}, lock_dir={str(self.lock_dir)!r})"
@@ -137,16 +156,21 @@ class DeviceLock:
                 )
             yield  # re-entered: the outermost compute() block holds the lock
             return
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        wait = _Wait(self, "compute")
         main_fd = self._open(self.path)
         try:
             turnstile_fd = self._open(self.turnstile_path)
             try:
-                _flock(turnstile_fd, fcntl.LOCK_EX, deadline, self.turnstile_path)
-                _flock(main_fd, fcntl.LOCK_SH, deadline, self.path)
+                wait.flock(turnstile_fd, fcntl.LOCK_EX)
+                wait.flock(main_fd, fcntl.LOCK_SH)
             finally:
                 _release(turnstile_fd)
-            yield from _held(main, "compute")
+            wait.acquired()
+            record = record_holder(self.lock_dir, self._device_key(), "compute")
+            try:
+                yield from _held(main, "compute")
+            finally:
+                forget_holder(record)
         finally:
             _release(main_fd)
 
@@ -168,22 +192,34 @@ class DeviceLock:
                 )
             yield  # re-entered: the outermost measure() block holds the lock
             return
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        wait = _Wait(self, "measure")
         turnstile_fd = self._open(self.turnstile_path)
         try:
-            _flock(turnstile_fd, fcntl.LOCK_EX, deadline, self.turnstile_path)
-            main_fd = self._open(self.path)
+            wait.flock(turnstile_fd, fcntl.LOCK_EX)
+            # from here on new compute queues behind this measurement: name it to waiters
+            record = wait.own = record_holder(self.lock_dir, self._device_key(), "measure")
             try:
-                _flock(main_fd, fcntl.LOCK_EX, deadline, self.path)
-                logger.debug("measuring exclusively on %s", self.device)
-                yield from _held(main, "measure")
+                main_fd = self._open(self.path)
+                try:
+                    wait.flock(main_fd, fcntl.LOCK_EX)
+                    wait.acquired()
+                    logger.debug("measuring exclusively on %s", self.device)
+                    yield from _held(main, "measure")
+                finally:
+                    _release(main_fd)
             finally:
-                _release(main_fd)
+                forget_holder(record)
         finally:
             _release(turnstile_fd)
 
     def _open(self, path: Path) -> int:
-        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        """Returns a descriptor of lock file ``path``, creating it and its folder; the
+        default folder is created private and raises ``PermissionError`` when another
+        user owns it."""
+        if self._lock_dir is not None:
+            self._lock_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            ensure_private_dir(self.lock_dir)
         # flock needs no write access, so a lock file another user created still works.
         return os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
 
@@ -202,23 +238,61 @@ def _held(path: str, mode: _Mode) -> Iterator[None]:
         holds.pop(path, None)
 
 
-def _flock(fd: int, operation: int, deadline: float | None, path: Path) -> None:
-    if deadline is None:
-        fcntl.flock(fd, operation)
-        return
-    delay = _POLL_MIN_S
-    while True:
-        try:
-            fcntl.flock(fd, operation | fcntl.LOCK_NB)
-            return
-        except OSError as err:
-            if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"timed out waiting for the device lock {path}")
-        time.sleep(min(delay, remaining))
-        delay = min(delay * 2, _POLL_MAX_S)
+class _Wait:
+    """One acquisition's waits: they share its deadline, and a long one is logged."""
+
+    def __init__(self, lock: DeviceLock, mode: _Mode) -> None:
+        self.lock, self.mode = lock, mode
+        self.start = time.monotonic()
+        self.deadline = None if lock.timeout is None else self.start + lock.timeout
+        self.warned = False
+        self.own: Path | None = None  # the waiter's own holder record, if it has one
+
+    def flock(self, fd: int, operation: int) -> None:
+        """Takes ``flock(fd, operation)``, polling; logs a warning naming the holders once
+        the wait passes ``_WARN_AFTER_S`` and every ``_WARN_EVERY_S`` after that.
+
+        Raises:
+            TimeoutError: the deadline passed (the message names the holders).
+        """
+        delay, next_warning = _POLL_MIN_S, self.start + _WARN_AFTER_S
+        while not _try_flock(fd, operation):
+            now = time.monotonic()
+            if self.deadline is not None and now >= self.deadline:
+                raise TimeoutError(
+                    f"timed out after {now - self.start:.1f} s waiting for the device lock "
+                    f"{self.lock.path} (to {self.mode} on {self.lock.device!r}): "
+                    f"{self._holders()}")
+            if now >= next_warning:
+                logger.warning(
+                    "waiting %.1f s for the device lock %s (to %s on %r): %s; still waiting",
+                    now - self.start, self.lock.path, self.mode, self.lock.device,
+                    self._holders())
+                self.warned, next_warning = True, now + _WARN_EVERY_S
+            wake = min(t for t in (self.deadline, next_warning) if t is not None)
+            time.sleep(max(0.0, min(delay, wake - now)))
+            delay = min(delay * 2, _POLL_MAX_S)
+
+    def acquired(self) -> None:
+        """Logs, after a wait that was warned about, that the lock is held now."""
+        if self.warned:
+            logger.warning("acquired the device lock %s (to %s on %r) after waiting %.1f s",
+                           self.lock.path, self.mode, self.lock.device,
+                           time.monotonic() - self.start)
+
+    def _holders(self) -> str:
+        return describe_holders(self.lock.lock_dir, self.lock._device_key(), self.own)
+
+
+def _try_flock(fd: int, operation: int) -> bool:
+    """Returns whether ``flock(fd, operation)`` was taken without blocking."""
+    try:
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise
+        return False
+    return True
 
 
 def _release(fd: int) -> None:

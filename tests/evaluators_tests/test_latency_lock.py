@@ -1,7 +1,14 @@
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import os
 import pickle
+import re
+import stat
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -11,7 +18,8 @@ from typing import Any
 import pytest
 from torch import nn
 
-from evaluators.latency import DeviceLock, LatencyBackend, LatencyMeter, get_backend
+from evaluators.latency import DeviceLock, LatencyBackend, LatencyMeter, _lock, get_backend
+from evaluators.latency._lockdir import default_lock_dir
 from hwprofiles import HardwareProfile, load_profile
 
 Interval = tuple[float, float]
@@ -276,12 +284,133 @@ def test_forked_child_does_not_keep_the_lock(lock_dir: Path) -> None:
 
 
 def test_lock_files_default_location_and_pickling(lock_dir: Path) -> None:
-    import tempfile
-
     default = DeviceLock()
-    assert default.path == Path(tempfile.gettempdir()) / "hwnas-locks" / "cpu.lock"
+    assert default.path == default_lock_dir() / "cpu.lock"
     lock = DeviceLock("cuda:7", lock_dir=lock_dir)
     clone = pickle.loads(pickle.dumps(lock))
     assert (clone.device, clone.lock_dir) == ("cuda:7", lock_dir)
     assert clone.path.parent == lock_dir and clone.path.name.startswith("cuda-")
     assert clone.turnstile_path.name.endswith(".turnstile.lock")
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_default_folder_is_the_users_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    lock = DeviceLock("cpu", timeout=1)
+    private = tmp_path / "tmp" / f"hwnas-locks-{os.getuid()}"
+    assert lock.lock_dir == private and not private.exists()
+    with lock.compute():
+        pass
+    assert private.is_dir() and private.stat().st_uid == os.getuid() and _mode(private) == 0o700
+    assert (private / "cpu.lock").is_file()
+    # the same folder whatever the session: a runtime folder of logind's is not used
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    clone = pickle.loads(pickle.dumps(lock))
+    assert clone.lock_dir == private
+    private.chmod(0o777)  # too open, but ours: closed again
+    with clone.measure():
+        pass
+    assert _mode(private) == 0o700
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="only root can give a folder to another user")
+def test_a_default_folder_of_another_user_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    planted = tmp_path / f"hwnas-locks-{os.getuid()}"
+    planted.mkdir(mode=0o777)
+    os.chown(planted, 4321, 4321)
+    lock = DeviceLock("cpu", timeout=1)
+    with pytest.raises(PermissionError, match=r"owned by uid 4321.*hardware\.lock_dir"), \
+            lock.compute():
+        pass
+
+
+_HOLDER = """\
+import sys
+from evaluators.latency import DeviceLock
+
+with getattr(DeviceLock("cpu", lock_dir=sys.argv[1]), sys.argv[2])():
+    print("held", flush=True)
+    sys.stdin.readline()  # until the test lets go
+"""
+
+
+@pytest.fixture
+def holder(tmp_path: Path, lock_dir: Path) -> Iterator[Any]:
+    """Starts a process that holds the lock (``measure`` or ``compute``) until released."""
+    script = tmp_path / "lock_holder.py"
+    script.write_text(_HOLDER)
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(mode: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, str(script), str(lock_dir), mode],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_long_wait_names_the_holder_until_it_lets_go(
+    holder: Any, lock_dir: Path, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_lock, "_WARN_AFTER_S", 0.5)
+    monkeypatch.setattr(_lock, "_WARN_EVERY_S", 1.0)
+    proc = holder("measure")
+    acquired: list[float] = []
+
+    def wait() -> None:
+        with DeviceLock("cpu", lock_dir=lock_dir).compute():
+            acquired.append(time.monotonic())
+
+    caplog.set_level(logging.WARNING, logger=_lock.__name__)
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while len([r for r in caplog.records if "waiting" in r.getMessage()]) < 2:
+        assert time.monotonic() < deadline and not acquired, caplog.text
+        time.sleep(0.05)
+    waits = [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
+    assert all(f"held by pid {proc.pid} measuring (" in m and "lock_holder.py" in m
+               for m in waits), waits
+    first, second = (float(re.match(r"waiting (\d+\.\d) s ", m).group(1)) for m in waits[:2])
+    assert 0.5 <= first < 3 and second - first >= 0.9  # after _WARN_AFTER_S, then periodically
+    assert not acquired
+    released = time.monotonic()
+    proc.stdin.close()  # the holder exits
+    waiter.join(10)
+    assert len(acquired) == 1 and acquired[0] >= released
+    assert "acquired the device lock" in caplog.records[-1].getMessage()
+    assert not list((lock_dir / "cpu.holders").iterdir())  # the holder removed its record
+
+
+def test_a_timeout_names_the_compute_holders(holder: Any, lock_dir: Path) -> None:
+    first, second = holder("compute"), holder("compute")
+    lock = DeviceLock("cpu", lock_dir=lock_dir, timeout=0.3)
+    with pytest.raises(TimeoutError, match=r"timed out after 0\.\d s waiting for the device "
+                       r"lock .*cpu\.lock \(to measure on 'cpu'\): held by pid (\d+) computing"
+                       ) as info, lock.measure():
+        pass
+    assert f"pid {first.pid} computing" in str(info.value)
+    assert f"pid {second.pid} computing" in str(info.value)
+    first.kill()  # dies without removing its record: the next waiter ignores and deletes it
+    first.wait()
+    with pytest.raises(TimeoutError) as info, lock.measure():
+        pass
+    assert f"pid {first.pid}" not in str(info.value)
+    assert f"pid {second.pid} computing" in str(info.value)
+    assert [p.name.split("-")[0] for p in (lock_dir / "cpu.holders").iterdir()] == [
+        str(second.pid)]
