@@ -8,12 +8,19 @@ import os
 import sys
 import traceback
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 
 from nas._errors import USER_ERRORS, SearchInterrupted
+from nas._rundir_lock import RunDirLock
+
+if TYPE_CHECKING:
+    from nas._rundir import RunDir
 
 # the space ``nas profile`` measures by default (imported lazily with the command itself)
 REFERENCE_SPACE_NAME = "mobilenet_elastic"
@@ -38,6 +45,78 @@ class _Command(ABC):
     def take_action(self, args: argparse.Namespace, console: Console) -> int:
         """Runs the subcommand; returns the exit status. Raises USER_ERRORS on bad input."""
 
+
+def _prepare_resume(run: RunDir, console: Console) -> None:
+    """Readies a locked run directory for writing: removes what killed writers left, sets
+    aside a damaged latency cache (it is only a cache) and marks the report stale."""
+    removed = run.remove_leftovers()
+    if removed:
+        console.print(f"[dim]removed {len(removed)} leftover files of an interrupted run[/]")
+    aside = run.set_aside_damaged_cache()
+    if aside is not None:
+        console.print(f"[yellow]{escape(str(run.latency_cache))} was damaged: set aside as "
+                      f"{escape(aside.name)}; latencies are measured again[/]")
+    run.mark_report_stale()
+
+
+#: what SQLite says when the disk is full or the directory not writable
+_SQLITE_WRITE_FAILURES = ("disk i/o error", "database or disk is full", "readonly database",
+                          "unable to open database file")
+
+
+@contextmanager
+def _writing(run: RunDir) -> Iterator[None]:
+    """Holds ``run``'s lock for the block and turns a database write the disk refused
+    (full, read-only) into a ``RunDirError`` naming the run directory.
+
+    Raises:
+        RunDirError: another process writes ``run``, or its databases cannot be written.
+    """
+    from nas._errors import RunDirError
+
+    with RunDirLock(run.root):
+        try:
+            yield
+        except Exception as exc:
+            cause: BaseException | None = exc
+            seen: set[int] = set()  # a chain may loop back on itself: look at each once
+            while cause is not None and id(cause) not in seen:
+                seen.add(id(cause))
+                text = str(cause).lower()
+                if "operationalerror" in type(cause).__name__.lower() and any(
+                        f in text for f in _SQLITE_WRITE_FAILURES):
+                    raise RunDirError(
+                        f"{run.root}: cannot write the run's databases (study.db, "
+                        f"latency_cache.db): {str(cause).splitlines()[0][:160]}; free space "
+                        "or make it writable, then run the same command again to resume"
+                    ) from exc
+                cause = cause.__cause__ or cause.__context__
+            raise
+
+
+
+def _report_lock(root: Path, output: Path) -> RunDirLock:
+    """Returns ``root``'s lock, taken for a report written into it (``output``).
+
+    Raises:
+        WriteError: ``root`` cannot be written (read-only, full, no permission), naming
+            ``output`` and the cause and suggesting ``-o``.
+        RunDirError: another process writes ``root``.
+    """
+    from evaluators import WriteError
+    from evaluators._io import WRITE_ERRNOS
+    from nas._errors import RunDirError
+
+    lock = RunDirLock(root)
+    try:
+        lock.acquire()
+    except RunDirError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, OSError) and cause.errno in WRITE_ERRNOS:
+            raise WriteError(cause.errno, f"cannot write {output}: {cause.strerror}; write the "
+                             "report elsewhere with -o FILE") from exc
+        raise
+    return lock
 
 def _add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
     """Adds the repeatable ``--set KEY=VALUE`` option."""
@@ -75,17 +154,19 @@ class _Search(_Command):
 
         spec = load_config(args.config, args.overrides)
         run = RunDir(args.run_dir or Path("runs") / spec.experiment.name)
-        run.prepare(spec, sys.argv)
-        console.print(f"run directory: {run.root}")
-        ctx = RunContext(spec=spec, run=run, console=console)
-        stages = [SupernetStage(), SearchStage(), ParetoStage()]
-        if spec.compress.enabled:
-            from nas._compress_stage import CompressStage
+        with _writing(run):
+            run.prepare(spec, sys.argv)
+            _prepare_resume(run, console)
+            console.print(f"run directory: {escape(str(run.root))}")
+            ctx = RunContext(spec=spec, run=run, console=console)
+            stages = [SupernetStage(), SearchStage(), ParetoStage()]
+            if spec.compress.enabled:
+                from nas._compress_stage import CompressStage
 
-            stages.append(CompressStage())
-        stages.append(ReportStage())
-        run_pipeline(ctx, stages)
-        console.print(f"done: results in {run.root}")
+                stages.append(CompressStage())
+            stages.append(ReportStage())
+            run_pipeline(ctx, stages)
+        console.print(f"done: results in {escape(str(run.root))}")
         return EXIT_OK
 
 
@@ -110,9 +191,12 @@ class _Compress(_Command):
 
         run = RunDir(args.run_dir)
         spec = run.load_spec(args.overrides)
-        run.prepare(spec, sys.argv)
-        run_pipeline(RunContext(spec=spec, run=run, console=console), [CompressStage(), ReportStage()])
-        console.print(f"done: models in {run.models}")
+        with _writing(run):
+            run.prepare(spec, sys.argv)
+            _prepare_resume(run, console)
+            run_pipeline(RunContext(spec=spec, run=run, console=console),
+                         [CompressStage(), ReportStage()])
+        console.print(f"done: models in {escape(str(run.models))}")
         return EXIT_OK
 
 
@@ -137,10 +221,23 @@ class _Report(_Command):
         )
 
     def take_action(self, args: argparse.Namespace, console: Console) -> int:
-        from reports import write_report
+        from contextlib import ExitStack
 
-        path = write_report(args.run_dirs, args.output)
-        console.print(f"report: {path} ({path.stat().st_size / 2**20:.1f} MB)")
+        from reports import report_path, write_report
+
+        output = report_path(args.run_dirs, args.output)
+        with ExitStack() as held:
+            # a report written into a run directory is one of its writers
+            for root in {Path(r).resolve() for r in args.run_dirs}:
+                if output.resolve().parent == root and root.is_dir():
+                    held.callback(_report_lock(root, output).release)
+                    from nas._rundir import RunDir
+
+                    RunDir(root).remove_leftovers()
+            path = write_report(args.run_dirs, output)
+            if path.name == "report.html":  # a fresh report replaces one marked stale
+                (path.parent / "report.stale.html").unlink(missing_ok=True)
+        console.print(f"report: {escape(str(path))} ({path.stat().st_size / 2**20:.1f} MB)")
         return EXIT_OK
 
 
@@ -156,14 +253,14 @@ class _Spaces(_Command):
 
         names = list_search_spaces(args.filter)
         if not names:
-            console.print(f"no search space matches {args.filter!r}")
+            console.print(f"no search space matches {escape(repr(args.filter))}")
             return EXIT_USAGE
         for name in names:
             space = get_search_space(name)
-            console.rule(name)
-            console.print(space.describe())
+            console.rule(escape(name))
+            console.print(space.describe(), markup=False)
             for choice, values in space.choices().items():
-                console.print(f"  {choice}: {list(values)}")
+                console.print(f"  {choice}: {list(values)}", markup=False)
         return EXIT_OK
 
 
@@ -231,9 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the ``nas`` command; returns 0 done, 2 bad input, 1 internal failure."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(emoji=False)  # a path or name such as "a:fire:b" is printed as it is
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(width=LOG_COLUMNS)
+        console = Console(width=LOG_COLUMNS, emoji=False)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -250,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except (KeyboardInterrupt, SearchInterrupted) as exc:
         reason = f"{exc}; " if isinstance(exc, SearchInterrupted) else ""
-        console.print(f"interrupted: {reason}run the same command again to resume")
+        console.print(f"interrupted: {reason}run the same command again to resume", markup=False)
         return 130
     except Exception as exc:  # noqa: BLE001 - any internal failure: say so, and how to see more
         if args.debug:

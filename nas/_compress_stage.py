@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,15 @@ from compress import (
     LayerLatencyTable,
     ModelContext,
     PruneSettings,
+    StageRecord,
 )
-from evaluators import recalibrate_batchnorm
+from evaluators import atomic_write_text, digests, mismatched, recalibrate_batchnorm
 from evaluators.latency import DeviceLock, LatencyCache, LatencyMeter
 from hwprofiles import describe_environment
 from nas._config import CompressConfig
 from nas._errors import RunDirError
+from nas._progress import StageLog
+from nas._rundir import RunDir
 from nas._stage import RunContext, Stage
 from pareto import deployed_front
 from search_spaces import Arch
@@ -73,17 +77,20 @@ class CompressStage(Stage):
     name = "compress"
 
     def run(self, ctx: RunContext) -> None:
-        """Writes ``models/<id>/``, ``compression.parquet`` and ``deployed_pareto.csv``."""
+        """Writes ``models/<id>/``, ``compression.parquet`` and ``deployed_pareto.csv``.
+
+        A model counts as compressed when its ``models/<id>/compressed.json`` was written
+        with today's settings and every file it lists still has its checksum; any other
+        model is compressed (again). ``compression.parquet`` is rebuilt from those records.
+
+        Raises:
+            RunDirError: the run has no (readable) ``pareto.csv``.
+        """
         run, spec = ctx.run, ctx.spec
-        if not run.pareto.exists():
-            raise RunDirError(f"{run.root}: no pareto.csv; run `nas search` first")
         settings = settings_from_config(spec.compress, spec.experiment.seed, spec.data.batch_size)
-        digest = hashlib.sha256(json.dumps(spec.compress.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+        digest = settings_digest(spec.compress)
         done = run.done_stages().get(self.name, {})
-        rows = pd.read_parquet(run.compression) if run.compression.exists() else pd.DataFrame()
-        if done.get("settings") != digest:
-            rows = pd.DataFrame()  # other settings: earlier results describe another pipeline
-        chosen = select_models(pd.read_csv(run.pareto), spec.compress.top_k, spec.compress.select)
+        chosen = select_models(read_pareto(run), spec.compress.top_k, spec.compress.select)
         if chosen.empty:  # nothing measured reliably within the constraints: nothing to ship
             ctx.console.print(
                 "[yellow]compress: the Pareto front is empty (no trial within the constraints "
@@ -92,25 +99,40 @@ class CompressStage(Stage):
                 "device or with looser constraints[/]")
             run.mark_done(self.name, settings=digest, models=0, seconds=0.0)
             return
-        finished = set(rows["model_id"]) if not rows.empty else set()
+        finished: dict[str, pd.DataFrame] = {}
+        for row in chosen.itertuples():
+            model_id = f"trial_{row.number}"
+            records, why = ModelRecord(run.models / model_id).verified(digest)
+            if records is not None:
+                finished[model_id] = records
+            elif why:
+                ctx.console.print(f"compress: {model_id} again: {escape(why)}")
         todo = [r for r in chosen.itertuples() if f"trial_{r.number}" not in finished]
         seconds = float(done.get("seconds", 0.0)) if done.get("settings") == digest else 0.0
         if not todo:
             ctx.console.print(f"[dim]compress: {len(chosen)} models already compressed, skipped[/]")
         else:
+            if finished:
+                ctx.console.print(f"compress: {len(finished)} of {len(chosen)} models already "
+                                  "compressed and verified, kept")
             run.record_environment(self.name, describe_environment(ctx.profile))
             start = time.perf_counter()
-            rows = self._compress(ctx, settings, todo, rows)
+            self._compress(ctx, settings, digest, todo, finished, chosen)
             seconds += time.perf_counter() - start
-        run.mark_done(self.name, settings=digest, models=len(chosen), seconds=seconds)
+        rows = ordered_rows(finished, chosen)
+        run.write_frame(run.compression, rows)
         deployed = deployed_front(rows)
         run.write_frame(run.deployed_pareto, deployed)
+        run.mark_done(self.name, settings=digest, models=len(chosen), seconds=seconds)
         ctx.console.print(compression_table(rows))
         ctx.console.print(f"deployed front: {len(deployed)} models -> {run.deployed_pareto.name}")
 
     def _compress(
-        self, ctx: RunContext, settings: CompressSettings, todo: list[Any], rows: pd.DataFrame
-    ) -> pd.DataFrame:
+        self, ctx: RunContext, settings: CompressSettings, digest: str, todo: list[Any],
+        finished: dict[str, pd.DataFrame], chosen: pd.DataFrame,
+    ) -> None:
+        """Compresses each model of ``todo``, adding its rows to ``finished`` and writing its
+        record (and ``compression.parquet``) as soon as it is done."""
         run = ctx.run
         models = ModelSource(ctx, settings)
         lock = DeviceLock(ctx.profile.device, lock_dir=ctx.spec.hardware.lock_dir)
@@ -127,18 +149,108 @@ class CompressStage(Stage):
             for row in todo:
                 model_id = f"trial_{row.number}"
                 progress.update(task, model=model_id, stage="baseline")
+                model_record = ModelRecord(run.models / model_id)
+                model_record.clear()  # what the directory holds now is not a finished model
                 model_ctx, model = models.context(row, meter=meter, table=table, lock=lock,
-                                                  out_dir=run.models / model_id)
+                                                  out_dir=model_record.root)
 
-                def on_stage(record: object) -> None:
+                log_stage = StageLog(ctx.console, model_id)  # a line per stage in a log
+
+                def on_stage(record: StageRecord, log_stage: StageLog = log_stage) -> None:
                     progress.advance(task)
-                    progress.update(task, stage=getattr(record, "stage", ""))
+                    progress.update(task, stage=record.stage)
+                    log_stage(record)
 
-                records = pipeline.run(model_ctx, model, on_stage=on_stage)
-                new = pd.DataFrame([r.to_dict() for r in records])
-                rows = new if rows.empty else pd.concat([rows[rows["model_id"] != model_id], new], ignore_index=True)
-                run.write_frame(run.compression, rows)
-        return rows
+                rows = [r.to_dict() for r in pipeline.run(model_ctx, model, on_stage=on_stage)]
+                model_record.write(digest, rows)
+                finished[model_id] = pd.DataFrame(rows)
+                run.write_frame(run.compression, ordered_rows(finished, chosen))
+
+
+#: keys of ``compress:`` that choose which models are compressed, not how
+_SELECTION_KEYS = {"enabled", "top_k", "select"}
+
+
+def settings_digest(config: CompressConfig) -> str:
+    """Returns a short digest of how a ``compress:`` section compresses a model (which
+    models it selects left out): equal digests, same pipeline."""
+    how = {k: v for k, v in config.model_dump(mode="json").items() if k not in _SELECTION_KEYS}
+    text = json.dumps(how, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_pareto(run: RunDir) -> pd.DataFrame:
+    """Returns the run's ``pareto.csv``.
+
+    Raises:
+        RunDirError: it is missing or damaged (naming the file and how to rewrite it).
+    """
+    if not run.pareto.exists():
+        raise RunDirError(f"{run.root}: no pareto.csv; run `nas search` first")
+    try:
+        pareto = pd.read_csv(run.pareto)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:  # EmptyDataError is a ValueError
+        raise RunDirError(_derived_damaged(run, run.pareto, exc)) from exc
+    if not {"number", "arch", "latency_ms", "accuracy"} <= set(pareto.columns):
+        raise RunDirError(_derived_damaged(run, run.pareto, "columns missing"))
+    return pareto
+
+
+def _derived_damaged(run: RunDir, path: Path, why: object) -> str:
+    reason = type(why).__name__ if isinstance(why, Exception) else str(why)
+    return (f"{path}: damaged ({reason}); it is derived from the search: run `nas search` "
+            f"with this run's config and --run-dir {run.root} to write it again")
+
+
+def ordered_rows(finished: dict[str, pd.DataFrame], chosen: pd.DataFrame) -> pd.DataFrame:
+    """Returns the rows of the finished models, in the order of ``chosen``."""
+    frames = [finished[f"trial_{n}"] for n in chosen["number"] if f"trial_{n}" in finished]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+class ModelRecord:
+    """``models/<id>/compressed.json``: written when a model's compression finished, with
+    the settings digest, its stage rows and the checksum of every file of the model."""
+
+    NAME = "compressed.json"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.path = root / self.NAME
+
+    def write(self, digest: str, rows: list[dict[str, Any]]) -> None:
+        """Records the model as compressed with settings ``digest``: its stage ``rows`` and
+        the checksums of every file now in the model's directory."""
+        files = [p for p in self.root.rglob("*") if p.is_file() and p != self.path
+                 and not p.name.endswith(".tmp")]
+        record = {"settings": digest, "files": digests(self.root, files), "rows": rows}
+        atomic_write_text(self.path, json.dumps(record, indent=1))
+
+    def clear(self) -> None:
+        """Removes the model's directory, record first: its compression starts again."""
+        self.path.unlink(missing_ok=True)
+        if self.root.exists():
+            shutil.rmtree(self.root)
+
+    def verified(self, digest: str) -> tuple[pd.DataFrame | None, str]:
+        """Returns the model's rows when it was compressed with settings ``digest`` and every
+        file still matches, else ``None`` and why it must be compressed again ("" when it
+        never was)."""
+        if not self.path.exists():
+            return None, ""
+        try:
+            record = json.loads(self.path.read_text(encoding="utf-8"))
+            files, rows = dict(record["files"]), pd.DataFrame(record["rows"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None, f"{self.path.name} is damaged"
+        if record.get("settings") != digest:
+            return None, "the compress settings changed"
+        if rows.empty:
+            return None, f"{self.path.name} records no stage"
+        wrong = mismatched(self.root, files)
+        if wrong:
+            return None, f"{', '.join(wrong[:3])} missing or damaged (checksum differs)"
+        return rows, ""
 
 
 class ModelSource:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from evaluators import DataError
+from evaluators import DataError, WriteError
+from evaluators.latency._lockdir import LockDirError
 from hwprofiles import ProfileError
 from reports import ReportError
 from search_spaces import SearchSpaceError
@@ -27,4 +28,5 @@ class SearchInterrupted(NasError):
 #: Errors caused by the user's input: reported without a traceback, exit status 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, RunDirError, DataError, ProfileError, SearchSpaceError, ReportError,
+    WriteError, LockDirError,
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
+
 from nas._stage import RunContext, Stage
 from reports import write_report
 
@@ -14,5 +16,7 @@ class ReportStage(Stage):
     def run(self, ctx: RunContext) -> None:
         """Renders the run directory into ``report.html``."""
         path = write_report([ctx.run.root], ctx.run.report)
+        ctx.run.stale_report.unlink(missing_ok=True)
         size = path.stat().st_size / 2**20
-        ctx.console.print(f"report: {path} ({size:.1f} MB, opens offline in any browser)")
+        ctx.console.print(f"report: {escape(str(path))} ({size:.1f} MB, opens offline in any "
+                          "browser)")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import time
+from collections.abc import Iterable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -13,13 +16,18 @@ import pydantic
 import torch
 import yaml
 
-from evaluators import atomic_write_bytes, atomic_write_text
-from nas._config import RunSpec
-from nas._errors import RunDirError
+from evaluators import atomic_write_bytes, atomic_write_text, digests, mismatched
+from evaluators.latency import LatencyCache
+from nas._config import RunSpec, read_yaml_mapping
+from nas._errors import ConfigError, RunDirError
+
+_REDO = ("restore it from a backup, or start over in another --run-dir (the trials of this "
+         "run were evaluated with these weights)")
 
 #: Config sections a resumed run may change (how long to search, how fast), all others
 #: would make the results already in the directory describe another experiment.
-_RESUMABLE_KEYS = {("search", "n_trials"), ("search", "max_concurrent"), ("ray",), ("compress",)}
+_RESUMABLE_KEYS = {("search", "n_trials"), ("search", "max_concurrent"), ("ray",), ("compress",),
+                   ("data", "max_bytes")}
 
 
 class RunDir:
@@ -43,6 +51,7 @@ class RunDir:
     deployed_pareto = property(lambda self: self.root / "deployed_pareto.csv")
     environment = property(lambda self: self.root / "environment.json")
     report = property(lambda self: self.root / "report.html")
+    stale_report = property(lambda self: self.root / "report.stale.html")
 
     def storage_url(self) -> str:
         """Returns the SQLAlchemy URL of ``study.db``."""
@@ -53,12 +62,17 @@ class RunDir:
         is the same experiment.
 
         Raises:
-            RunDirError: the directory holds a run of a different configuration.
+            RunDirError: the directory holds a run of a different configuration, or its
+                ``config.yaml`` is cut short.
+            ConfigError: its ``config.yaml`` cannot be read as a mapping.
         """
         if self.root.exists() and not self.root.is_dir():
             raise RunDirError(f"--run-dir {self.root}: exists and is not a directory")
         if self.config.exists():
-            previous = yaml.safe_load(self.config.read_text()) or {}
+            previous = self._read_config()
+            if "argv" not in previous:  # written last: a file cut short lacks it
+                raise RunDirError(f"{self.config}: damaged, cut short (it lacks the argv: that "
+                                  f"`nas search` writes last); {self._config_redo()}")
             previous.pop("argv", None)
             try:  # compare in today's form: a run written by an older version still resumes
                 previous = RunSpec.model_validate(previous).model_dump(mode="json")
@@ -92,21 +106,125 @@ class RunDir:
 
         if not self.config.exists():
             raise RunDirError(f"{self.root}: no config.yaml here; is this a run directory?")
-        raw = yaml.safe_load(self.config.read_text()) or {}
+        raw = self._read_config()
         raw.pop("argv", None)
         return validate_config(apply_overrides(raw, overrides or []), source=str(self.config))
 
+    def _read_config(self) -> dict[str, Any]:
+        """Returns the mapping in ``config.yaml``.
+
+        Raises:
+            ConfigError: it cannot be read as a mapping (naming it and how to restore it).
+        """
+        try:
+            return read_yaml_mapping(self.config, "run config")
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; {self._config_redo()}") from None
+
+    def _config_redo(self) -> str:
+        return ("it is this run's resolved config: restore it from a backup, or delete it and "
+                f"run `nas search` with the run's original config and --run-dir {self.root} "
+                "to write it again")
+
     def done_stages(self) -> dict[str, Any]:
-        """Returns ``{stage: info}`` for every completed stage."""
+        """Returns ``{stage: info}`` for every completed stage.
+
+        Raises:
+            RunDirError: ``stages.json`` is damaged (it cannot be recomputed: it holds the
+                checksums every resume verifies).
+        """
         if not self.stages.exists():
             return {}
-        return dict(json.loads(self.stages.read_text()))
+        try:
+            stages = json.loads(self.stages.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RunDirError(self._damaged_record(exc)) from exc
+        if not isinstance(stages, dict) or not all(isinstance(v, dict) for v in stages.values()):
+            raise RunDirError(self._damaged_record("not a mapping of stage records"))
+        return stages
 
-    def mark_done(self, stage: str, **info: Any) -> None:
-        """Records ``stage`` as complete with ``info`` (JSON-serialisable)."""
+    def _damaged_record(self, why: object) -> str:
+        reason = type(why).__name__ if isinstance(why, Exception) else str(why)
+        return (f"{self.stages}: damaged ({reason}); it records which stages of this run "
+                "finished and the checksums of their artifacts. Restore it from a backup, or "
+                "start over in another --run-dir.")
+
+    def mark_done(self, stage: str, artifacts: Iterable[Path] = (), **info: Any) -> None:
+        """Records ``stage`` as complete with ``info`` (JSON-serialisable) and the checksum
+        of each of its ``artifacts`` (files in the run directory), which a resume verifies."""
         stages = self.done_stages()
-        stages[stage] = {"finished_at": time.time(), **info}
+        record: dict[str, Any] = {"finished_at": time.time(), **info}
+        if artifacts:
+            record["artifacts"] = digests(self.root, artifacts)
+        stages[stage] = record
         atomic_write_text(self.stages, json.dumps(stages, indent=2))
+
+    def damaged_artifacts(self, stage: str) -> list[str]:
+        """Returns the artifacts recorded by ``stage`` that are missing or no longer match
+        their checksum (paths relative to the run directory); empty when all match or the
+        stage recorded none."""
+        recorded = self.done_stages().get(stage, {}).get("artifacts") or {}
+        return mismatched(self.root, dict(recorded))
+
+    def remove_leftovers(self) -> list[Path]:
+        """Removes what killed writers left behind: temporary files of atomic writes
+        (``.NAME.*.tmp``) anywhere in the run directory, and empty files under ``tune/``
+        (results and event files of a killed search). Call it only while holding the run
+        directory's lock. Returns the paths removed."""
+        removed = [p for p in self.root.rglob(".*.tmp") if p.is_file()]
+        if self.tune.is_dir():
+            removed += [p for p in self.tune.rglob("*") if p.is_file() and p.stat().st_size == 0]
+        for path in removed:
+            path.unlink(missing_ok=True)
+        return removed
+
+    def check_study(self) -> None:
+        """Checks that ``study.db``, where it exists, is a sound SQLite database of Optuna's
+        that still holds the trials this run recorded.
+
+        Raises:
+            RunDirError: it is damaged or emptied, naming it and what to do.
+        """
+        if not self.study.exists():
+            return
+        try:
+            db = sqlite3.connect(f"file:{self.study}?mode=ro", uri=True, timeout=30.0)
+            try:
+                (verdict,) = db.execute("PRAGMA quick_check").fetchone()
+                tables = {name for (name,) in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+                trials = (db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+                          if "trials" in tables else 0)
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as exc:
+            verdict, trials = type(exc).__name__, 0
+        recorded = self.trials.exists() or "search" in self.done_stages()
+        if verdict != "ok":
+            why = "damaged, not a readable SQLite database"
+        elif recorded and not trials:
+            why = "holds no trials, yet this run recorded some"
+        else:
+            return
+        raise RunDirError(
+            f"{self.study}: {why}; it is the record of the search's trials. Restore it from a "
+            "backup, or delete it (and trials.parquet) to run the search again from its "
+            "first trial (the trained supernet is kept).")
+
+    def set_aside_damaged_cache(self) -> Path | None:
+        """Renames a damaged ``latency_cache.db`` out of the way (a fresh cache replaces
+        it); returns its new path, or ``None`` when it is sound or absent."""
+        return LatencyCache.set_aside_if_damaged(self.latency_cache)
+
+    def mark_report_stale(self) -> None:
+        """Renames ``report.html`` to ``report.stale.html`` before the run changes, so that a
+        run that fails before its report is written again leaves no report looking current
+        (the report stage removes the stale copy)."""
+        if self.report.exists():
+            try:
+                os.replace(self.report, self.stale_report)
+            except OSError:
+                pass  # a read-only directory: nothing in it can change either
 
     def forget(self, stage: str) -> None:
         """Marks ``stage`` as not complete (its inputs changed)."""
@@ -116,7 +234,12 @@ class RunDir:
 
     def record_environment(self, stage: str, environment: dict[str, Any]) -> None:
         """Records in ``environment.json`` the device and library versions ``stage`` ran with."""
-        recorded = json.loads(self.environment.read_text()) if self.environment.exists() else {}
+        try:  # a record for the report only: a damaged one is written afresh
+            recorded = json.loads(self.environment.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            recorded = {}
+        if not isinstance(recorded, dict):
+            recorded = {}
         recorded[stage] = environment
         atomic_write_text(self.environment, json.dumps(recorded, indent=2))
 
@@ -147,10 +270,14 @@ class RunDir:
         """
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError) as exc:
-            raise RunDirError(f"{path}: cannot load the weights ({exc})") from exc
-        if not isinstance(state, dict):
-            raise RunDirError(f"{path}: expected a state_dict, got {type(state).__name__}")
+        except FileNotFoundError as exc:
+            raise RunDirError(f"{path}: missing; {_REDO}") from exc
+        except Exception as exc:  # noqa: BLE001 - torch raises many kinds for damaged files
+            raise RunDirError(f"{path}: damaged, not a weights file ({type(exc).__name__}); "
+                              f"{_REDO}") from exc
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                                  for v in state.values()):
+            raise RunDirError(f"{path}: damaged, not a state_dict of tensors; {_REDO}")
         return state
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict
+from typing import Any
 
 from optuna.trial import TrialState
 from rich.markup import escape
@@ -17,6 +18,7 @@ from nas._config import DEVICE_METRICS
 from nas._driver import run_search
 from nas._errors import SearchInterrupted
 from nas._overhead import trial_overhead
+from nas._progress import log_line, logs_progress, trial_line
 from nas._ray_backend import ray_session
 from nas._stage import RunContext, Stage
 from nas._study import Objectives, StudyAdapter, cheap_objectives, make_sampler, open_study
@@ -34,6 +36,8 @@ class SearchStage(Stage):
         """Runs the trials still missing; finished ones are kept, interrupted ones closed FAIL."""
         run, spec = ctx.run, ctx.spec
         objectives = ctx.objectives
+        if not spec.search.storage:
+            run.check_study()
         storage = spec.search.storage or run.storage_url()
         study = open_study(storage, spec.experiment.name, objectives)
         adapter = StudyAdapter(study, ctx.space, objectives)
@@ -73,7 +77,7 @@ class SearchStage(Stage):
             TextColumn("front {task.fields[front]}  hypervolume {task.fields[hv]}"),
             TimeElapsedColumn(), console=ctx.console,
         ) as progress:
-            ctx.console.print(session.login_hint())
+            ctx.console.print(session.login_hint(), markup=False)
             ray_start_seconds = time.perf_counter() - ray_start
             size, hv = adapter.front_size_and_hypervolume()
             task = progress.add_task("trials", total=spec.search.n_trials, completed=done,
@@ -85,10 +89,18 @@ class SearchStage(Stage):
                 size, hv = adapter.front_size_and_hypervolume(frame)
                 progress.update(task, completed=adapter.finished_count(), front=size, hv=f"{hv:.4g}")
                 row = frame.loc[frame["number"] == number].iloc[0]
-                if state != TrialState.COMPLETE:
+                complete = state == TrialState.COMPLETE
+                if logs_progress(ctx.console):  # no live bar: a line per trial tells the log
+                    values = {name: row[name] for name in objectives.names} if complete else {}
+                    log_line(ctx.console, trial_line(
+                        number, state.name, values, row["seconds"],
+                        done=f"{adapter.finished_count()}/{spec.search.n_trials} done, "
+                        f"front {size}, hypervolume {hv:.4g}",
+                        reason="" if complete else str(row["error"])))
+                elif not complete:
                     progress.console.print(f"[yellow]trial {number} {state.name}: "
                                            f"{escape(str(row['error']))}[/]")
-                elif not row["latency_reliable"]:
+                if complete and not row["latency_reliable"]:
                     progress.console.print(
                         f"[yellow]trial {number}: latency not measured reliably, kept off the "
                         f"front until measured again: {escape(str(row['latency_note']))}[/]")
@@ -119,7 +131,7 @@ class SearchStage(Stage):
         slots = min(spec.search.max_concurrent, max(1, len(new)))
         overhead = (seconds * slots - float(evaluated.sum())) / max(1, len(new))
         steady = trial_overhead(new, slots)
-        info = {
+        info: dict[str, Any] = {
             "trials": finished,
             "seconds": seconds,
             "ray_start_seconds": ray_start_seconds,

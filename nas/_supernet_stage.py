@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from evaluators import OptimConfig, SandwichConfig, train_supernet
 from evaluators.latency import DeviceLock
+from nas._errors import RunDirError
+from nas._progress import epoch_line, log_line
 from nas._stage import RunContext, Stage
 
 
@@ -19,9 +22,21 @@ class SupernetStage(Stage):
     def run(self, ctx: RunContext) -> None:
         """Trains and saves ``supernet.pt`` unless a finished one is already there."""
         run, spec = ctx.run, ctx.spec
-        if self.name in run.done_stages() and run.supernet.exists():
-            ctx.console.print(f"[dim]supernet: already trained ({run.supernet.name}), skipped[/]")
-            return
+        if self.name in run.done_stages():
+            damaged = run.damaged_artifacts(self.name)
+            if not run.supernet.exists() and run.supernet.name not in damaged:
+                damaged.append(run.supernet.name)
+            if not damaged:
+                ctx.console.print(f"[dim]supernet: already trained ({run.supernet.name}), skipped[/]")
+                return
+            if run.study.exists() or run.trials.exists():
+                raise RunDirError(
+                    f"{run.root / damaged[0]}: missing, or not what was written when the "
+                    "supernet was trained (its checksum differs), and the search's trials were "
+                    "evaluated with it. Restore it from a backup, or start over in another "
+                    "--run-dir.")
+            ctx.console.print(f"supernet: {escape(', '.join(damaged))} damaged or changed since "
+                              "training; training again")
         data = ctx.data
         run.write_json(run.data_info, data.summary())
         start = time.perf_counter()
@@ -34,8 +49,13 @@ class SupernetStage(Stage):
         ) as progress:
             task = progress.add_task("train", total=config.epochs, loss="-")
 
+            epoch_start = [time.perf_counter()]
+
             def on_epoch(epoch: int, loss: float) -> None:
                 progress.update(task, completed=epoch + 1, loss=f"{loss:.3f}")
+                now = time.perf_counter()
+                log_line(ctx.console, epoch_line(epoch, config.epochs, loss, now - epoch_start[0]))
+                epoch_start[0] = now
 
             supernet, result = train_supernet(
                 ctx.space,
@@ -61,7 +81,7 @@ class SupernetStage(Stage):
             "min_subnet_val_accuracy": result.min_accuracy,
         }
         run.write_json(run.supernet_info, info)
-        run.mark_done(self.name, seconds=seconds)
+        run.mark_done(self.name, artifacts=[run.supernet], seconds=seconds)
         ctx.console.print(
             f"supernet: trained in {seconds:.0f} s; validation accuracy of the largest subnet "
             f"{result.max_accuracy:.3f}, of the smallest {result.min_accuracy:.3f}"

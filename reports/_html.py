@@ -86,6 +86,15 @@ def render_report(runs: Sequence[RunData], output: Path) -> str:
     return page
 
 
+def report_path(run_dirs: Sequence[Path], output: Path | None = None) -> Path:
+    """Returns where the report of ``run_dirs`` goes: ``output`` when given, else
+    ``report.html`` in the one run directory, or ``comparison.html`` beside several."""
+    if output is not None:
+        return Path(output)
+    first = Path(run_dirs[0]).resolve()
+    return first / "report.html" if len(run_dirs) == 1 else first.parent / "comparison.html"
+
+
 def write_report(run_dirs: Sequence[Path], output: Path | None = None) -> Path:
     """Writes the report of ``run_dirs`` atomically and returns its path: by default
     ``report.html`` in the run directory, or ``comparison.html`` beside the runs when
@@ -95,9 +104,7 @@ def write_report(run_dirs: Sequence[Path], output: Path | None = None) -> Path:
         ReportError: a path is not a run directory with trials.
     """
     runs = load_runs(list(run_dirs))
-    if output is None:
-        output = runs[0].root / "report.html" if len(runs) == 1 else runs[0].root.parent / "comparison.html"
-    output = Path(output)
+    output = report_path(run_dirs, output)
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, render_report(runs, output))
     return output

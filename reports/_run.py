@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
+from evaluators import mismatched
+from hwprofiles._yaml import UserYamlError, read_user_yaml
 from pareto import REFERENCE_MARGIN, Direction
 
 
@@ -73,18 +74,90 @@ class RunData:
         return frame[finite.notna().all(axis=1) & finite.abs().lt(math.inf).all(axis=1)]
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
+def _read_json(path: Path, missing: dict[str, str] | None = None) -> dict[str, Any]:
+    """Returns the JSON object in ``path``; ``{}`` when it is missing, and when it is damaged
+    too, saying so in ``missing`` (the report shows what it could not read)."""
+    if not path.exists():
         return {}
-    return value if isinstance(value, dict) else {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        value = exc
+    if not isinstance(value, dict):
+        if missing is not None:
+            missing[path.stem] = f"{path.name} is damaged and was not read"
+        return {}
+    return value
+
+
+#: what to do about a damaged ``config.yaml``
+_CONFIG_REDO = ("it is the run's resolved config: restore it from a backup, or delete it and run "
+                "`nas search` with the run's original config and this --run-dir to write it "
+                "again")
+
+#: how each table of a run directory is written again, for the message when it is damaged
+_REWRITTEN_BY = {
+    "trials.parquet": "run `nas search` with the run's config and --run-dir again (it is "
+                      "derived from study.db)",
+    "pareto.csv": "run `nas search` with the run's config and --run-dir again (it is derived "
+                  "from study.db)",
+    "compression.parquet": "run `nas compress RUN_DIR` (it is rebuilt from the models' records)",
+    "deployed_pareto.csv": "run `nas compress RUN_DIR` (it is rebuilt from the models' records)",
+}
 
 
 def _read_frame(path: Path) -> pd.DataFrame | None:
+    """Returns the table in ``path``, ``None`` when it is missing.
+
+    Raises:
+        ReportError: the table is damaged (naming it and how to write it again).
+    """
     if not path.exists():
         return None
-    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    try:
+        return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow and the CSV parser raise many kinds
+        how = _REWRITTEN_BY.get(path.name, "write it again").replace("RUN_DIR", str(path.parent))
+        raise ReportError(f"{path}: damaged, not a readable table ({type(exc).__name__}); "
+                          f"{how}") from exc
+
+
+def verify_models(root: Path, compression: pd.DataFrame | None,
+                  deployed: pd.DataFrame | None) -> None:
+    """Checks the files of every compressed model the report links (the models of
+    ``compression.parquet``, and each artifact ``deployed_pareto.csv`` recommends) against
+    the checksums the model recorded when it was written (``models/<id>/compressed.json``).
+
+    Raises:
+        ReportError: a file is missing or changed, or a model's record is damaged, naming
+            it and the command that compresses its model again.
+    """
+    shown: dict[str, set[str]] = {}  # model id: the artifacts recommended of it
+    for frame in (compression, deployed):
+        if frame is not None and "model_id" in frame.columns:
+            for model_id in frame["model_id"].dropna().astype(str).unique():
+                shown.setdefault(model_id, set())
+    if deployed is not None and "artifact" in deployed.columns:
+        for artifact in deployed["artifact"].dropna().astype(str).unique():
+            model_id, _, name = artifact.partition("/")
+            shown.setdefault(model_id, set()).add(name)
+    for model_id, artifacts in sorted(shown.items()):
+        model_dir = root / "models" / model_id
+        record = model_dir / "compressed.json"
+        again = f"run `nas compress {root}` to compress {model_id} again"
+        if not record.exists():
+            continue  # a run from before models recorded checksums: nothing to check against
+        try:
+            files = dict(json.loads(record.read_text(encoding="utf-8"))["files"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ReportError(f"{record}: damaged, the record of the model's files cannot be "
+                              f"read; {again}") from None
+        unrecorded = [n for n in artifacts
+                      if not any(k == n or k.startswith(n + "/") for k in files)]
+        wrong = sorted(set(unrecorded) | set(mismatched(model_dir, files)))
+        if wrong:
+            raise ReportError(f"{model_dir / wrong[0]}: missing or damaged (not the file that "
+                              f"was written: its checksum differs); {again}")
 
 
 def _objectives(config: dict[str, Any]) -> dict[str, Direction]:
@@ -98,8 +171,10 @@ def read_latency_samples(path: Path, arch_keys: set[str]) -> dict[str, list[floa
     if not path.exists() or not arch_keys:
         return {}
     found: dict[str, list[float]] = {}
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        rows = db.execute("SELECT arch_key, samples_ms FROM latency").fetchall()
+    try:
+        rows = _latency_rows(path, "mode=ro")
+    except sqlite3.OperationalError:  # a read-only directory: WAL mode cannot open its -shm
+        rows = _latency_rows(path, "immutable=1")
     for key, samples in rows:
         if key in arch_keys:
             values = [float(v) for v in json.loads(samples)]
@@ -108,19 +183,35 @@ def read_latency_samples(path: Path, arch_keys: set[str]) -> dict[str, list[floa
     return found
 
 
+def _latency_rows(path: Path, mode: str) -> list[tuple[str, str]]:
+    db = sqlite3.connect(f"file:{path}?{mode}", uri=True)
+    try:
+        return db.execute("SELECT arch_key, samples_ms FROM latency").fetchall()
+    finally:
+        db.close()
+
+
 def load_run(root: Path, label: str | None = None) -> RunData:
     """Returns the run in ``root`` read for the report.
 
     Raises:
-        ReportError: ``root`` has no ``config.yaml`` or no trials table (no search ran).
+        ReportError: ``root`` has no ``config.yaml`` or no trials table (no search ran), its
+            config or a table is damaged, or a compressed model's file no longer matches
+            its record (each naming the file and what to do).
     """
     root = Path(root).resolve()
     config_path = root / "config.yaml"
     if not config_path.exists():
         raise ReportError(f"{root}: no config.yaml here; is this a run directory of `nas search`?")
-    config = yaml.safe_load(config_path.read_text()) or {}
+    try:
+        config = read_user_yaml(config_path, "run config")
+    except UserYamlError as exc:
+        raise ReportError(f"{exc}; {_CONFIG_REDO}") from None
     if not isinstance(config, dict):
-        raise ReportError(f"{config_path}: not a mapping")
+        raise ReportError(f"{config_path}: not a mapping of config sections; {_CONFIG_REDO}")
+    if "argv" not in config:  # `nas search` writes it last: a file cut short lacks it
+        raise ReportError(f"{config_path}: damaged, cut short (it lacks the argv: that "
+                          f"`nas search` writes last); {_CONFIG_REDO}")
     argv = [str(a) for a in config.pop("argv", []) or []]
     trials = _read_frame(root / "trials.parquet")
     if trials is None:
@@ -139,18 +230,25 @@ def load_run(root: Path, label: str | None = None) -> RunData:
             if compress_cfg.get("enabled") is False
             else "no compression results yet: run `nas compress` on the run directory"
         )
-    stages = _read_json(root / "stages.json")
-    environment = _read_json(root / "environment.json")
-    if not environment:
+    verify_models(root, compression, deployed)
+    stages = _read_json(root / "stages.json", missing)
+    environment = _read_json(root / "environment.json", missing)
+    if not environment and "environment" not in missing:
         missing["environment"] = "environment.json is missing (a run from before it was recorded)"
     keys = set(pareto["arch"].astype(str)) if pareto is not None else set()
+    try:
+        samples = read_latency_samples(root / "latency_cache.db", keys)
+    except (sqlite3.Error, ValueError):
+        samples = {}
+        missing["latency_cache"] = ("latency_cache.db is damaged: latency distributions are "
+                                    "not shown (the next `nas search` on the run rebuilds it)")
     return RunData(
         root=root, label=label or root.name, config=config, argv=argv,
         objectives=_objectives(config),
         constraints={str(k): float(v) for k, v in (config.get("search", {}).get("constraints") or {}).items()},
         trials=trials, pareto=pareto, compression=compression, deployed=deployed,
-        stages=stages, environment=environment, data_info=_read_json(root / "data.json"),
-        latency_samples=read_latency_samples(root / "latency_cache.db", keys), missing=missing,
+        stages=stages, environment=environment, data_info=_read_json(root / "data.json", missing),
+        latency_samples=samples, missing=missing,
     )
 
 

@@ -33,6 +33,9 @@ CREATE TABLE IF NOT EXISTS latency (
 )
 """
 _COLUMNS = "arch_key, fingerprint, input_shape, median_ms, p90_ms, mean_ms, cv, n, samples_ms"
+#: what SQLite says when a sound file cannot be opened for writing: a read-only or full disk
+#: (opening a WAL database sizes its -shm file: "disk I/O error" when that fails)
+_CANNOT_WRITE = ("readonly", "unable to open", "disk I/O error", "database or disk is full")
 
 
 class LatencyCache:
@@ -65,6 +68,42 @@ class LatencyCache:
         self._mutex = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
+
+    @staticmethod
+    def set_aside_if_damaged(path: str | os.PathLike[str]) -> Path | None:
+        """Checks the cache file at ``path``; one that is not a readable latency cache (a
+        damaged file, another database) is renamed to ``<name>.damaged`` with its WAL
+        files, so that a fresh cache starts in its place (a cache only saves
+        re-measurements). Call it where no other process uses the cache. Returns the
+        renamed file, or ``None`` when the cache is sound or absent."""
+        path = Path(path)
+        if not path.exists():
+            return None
+        try:
+            db = sqlite3.connect(path, timeout=5.0)
+            try:
+                (verdict,) = db.execute("PRAGMA quick_check").fetchone()
+                if verdict != "ok":
+                    raise sqlite3.DatabaseError(verdict)
+                db.execute(_SCHEMA)
+                db.execute(f"SELECT {_COLUMNS} FROM latency LIMIT 1").fetchall()
+            finally:
+                db.close()
+        except sqlite3.OperationalError as exc:
+            if any(why in str(exc) for why in _CANNOT_WRITE):
+                return None  # cannot be written here: the writer that needs it will say so
+            return LatencyCache._set_aside(path)
+        except sqlite3.DatabaseError:
+            return LatencyCache._set_aside(path)
+        return None
+
+    @staticmethod
+    def _set_aside(path: Path) -> Path:
+        aside = path.with_name(path.name + ".damaged")
+        os.replace(path, aside)
+        for suffix in ("-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        return aside
 
     def get(self, arch_key: str, fingerprint: str, input_shape: Sequence[int]) -> Latency | None:
         """Returns the cached latency, or ``None`` if this combination was never stored.
