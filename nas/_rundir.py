@@ -169,11 +169,12 @@ class RunDir:
     def remove_leftovers(self) -> list[Path]:
         """Removes what killed writers left behind: temporary files of atomic writes
         (``.NAME.*.tmp``) anywhere in the run directory, and empty files under ``tune/``
-        (results and event files of a killed search). Call it only while holding the run
+        (results and event files of a killed search; Ray's empty dot-file markers stay). Call it only while holding the run
         directory's lock. Returns the paths removed."""
         removed = [p for p in self.root.rglob(".*.tmp") if p.is_file()]
         if self.tune.is_dir():
-            removed += [p for p in self.tune.rglob("*") if p.is_file() and p.stat().st_size == 0]
+            removed += [p for p in self.tune.rglob("*") if p.is_file() and p.stat().st_size == 0
+                        and not p.name.startswith(".")]  # Ray's own markers are empty
         for path in removed:
             path.unlink(missing_ok=True)
         return removed
