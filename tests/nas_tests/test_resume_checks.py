@@ -110,3 +110,15 @@ def test_stage_records_keep_checksums_in_json(tmp_path: Path) -> None:
     record = json.loads(run.stages.read_text())["x"]
     assert record["n"] == 1 and record["artifacts"] == {
         "a.bin": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}
+
+
+def test_models_are_never_compressed_from_a_changed_supernet(tmp_path: Path) -> None:
+    from nas._compress_stage import ModelSource, settings_from_config
+
+    run = RunDir(tmp_path)
+    run.save_state_dict(run.supernet, {"w": torch.ones(3)})
+    run.mark_done("supernet", artifacts=[run.supernet])
+    run.save_state_dict(run.supernet, {"w": torch.zeros(3)})  # loads fine, other weights
+    spec = RunSpec()
+    with pytest.raises(RunDirError, match="supernet.pt: missing, or not what was written"):
+        ModelSource(RunContext(spec=spec, run=run), settings_from_config(spec.compress, 0, 8))
