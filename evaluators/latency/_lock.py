@@ -249,12 +249,16 @@ class _Wait:
         self.own: Path | None = None  # the waiter's own holder record, if it has one
 
     def flock(self, fd: int, operation: int) -> None:
-        """Takes ``flock(fd, operation)``, polling; logs a warning naming the holders once
-        the wait passes ``_WARN_AFTER_S`` and every ``_WARN_EVERY_S`` after that.
+        """Takes ``flock(fd, operation)``: blocking without a deadline, polling with one;
+        logs a warning naming the holders once the wait passes ``_WARN_AFTER_S`` and every
+        ``_WARN_EVERY_S`` after that.
 
         Raises:
             TimeoutError: the deadline passed (the message names the holders).
         """
+        if self.deadline is None:
+            self._block(fd, operation)
+            return
         delay, next_warning = _POLL_MIN_S, self.start + _WARN_AFTER_S
         while not _try_flock(fd, operation):
             now = time.monotonic()
@@ -272,6 +276,30 @@ class _Wait:
             wake = min(t for t in (self.deadline, next_warning) if t is not None)
             time.sleep(max(0.0, min(delay, wake - now)))
             delay = min(delay * 2, _POLL_MAX_S)
+
+    def _block(self, fd: int, operation: int) -> None:
+        """Waits in a blocking ``flock`` (woken the moment the holder lets go, so waiters
+        take turns as the kernel queues them) while a watcher thread logs the long wait."""
+        if _try_flock(fd, operation):
+            return
+        done = threading.Event()
+
+        def warn() -> None:
+            next_warning = self.start + _WARN_AFTER_S
+            while not done.wait(max(0.0, next_warning - time.monotonic())):
+                logger.warning(
+                    "waiting %.1f s for the device lock %s (to %s on %r): %s; still waiting",
+                    time.monotonic() - self.start, self.lock.path, self.mode,
+                    self.lock.device, self._holders())
+                self.warned, next_warning = True, time.monotonic() + _WARN_EVERY_S
+
+        watcher = threading.Thread(target=warn, name="device-lock-wait", daemon=True)
+        watcher.start()
+        try:
+            fcntl.flock(fd, operation)
+        finally:
+            done.set()
+            watcher.join()
 
     def acquired(self) -> None:
         """Logs, after a wait that was warned about, that the lock is held now."""
