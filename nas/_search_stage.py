@@ -12,7 +12,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from evaluators import SupernetEvaluator, TrialEvaluator
-from evaluators.latency import busy_device_warning
+from evaluators.latency import DeviceLock, busy_device_warning
+from evaluators.latency._lockwatch import ForeignHolderWatch
 from hwprofiles import describe_environment
 from nas._config import DEVICE_METRICS
 from nas._driver import run_search
@@ -106,19 +107,24 @@ class SearchStage(Stage):
                         f"front until measured again: {escape(str(row['latency_note']))}[/]")
 
             segment = len(list(run.tune.glob("search-*"))) if run.tune.exists() else 0
+            # the workers' waits on the device do not reach this console: say who holds it
+            watch = ForeignHolderWatch(
+                DeviceLock(profile.device, lock_dir=spec.hardware.lock_dir),
+                lambda message: progress.console.print(f"[yellow]{escape(message)}[/]"))
             try:
-                outcome = run_search(
-                    adapter,
-                    evaluator,
-                    n_trials=spec.search.n_trials,
-                    max_concurrent=spec.search.max_concurrent,
-                    resources=ctx.profile.resources,
-                    tune_dir=run.tune,
-                    name=f"search-{segment}",
-                    on_trial_end=on_trial_end,
-                    remeasure=spec.search.remeasure,
-                    prefetch=spec.search.prefetch,
-                )
+                with watch:
+                    outcome = run_search(
+                        adapter,
+                        evaluator,
+                        n_trials=spec.search.n_trials,
+                        max_concurrent=spec.search.max_concurrent,
+                        resources=ctx.profile.resources,
+                        tune_dir=run.tune,
+                        name=f"search-{segment}",
+                        on_trial_end=on_trial_end,
+                        remeasure=spec.search.remeasure,
+                        prefetch=spec.search.prefetch,
+                    )
             finally:
                 run.write_frame(run.trials, adapter.frame())
         seconds = outcome.seconds

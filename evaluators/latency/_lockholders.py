@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["describe_holders", "forget_holder", "record_holder"]
+__all__ = ["describe_holders", "describe_record", "forget_holder", "record_holder"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def describe_holders(lock_dir: Path, key: str, own: Path | None = None) -> str:
     found = []
     with contextlib.suppress(OSError):
         for path in sorted(holders_dir(lock_dir, key).iterdir()):
-            holder = None if path == own else _read(path)
+            holder = None if path == own else describe_record(path)
             if holder is not None:
                 found.append(holder)
     if not found:
@@ -67,7 +67,7 @@ def describe_holders(lock_dir: Path, key: str, own: Path | None = None) -> str:
     return "held by " + ", ".join(found)
 
 
-def _read(path: Path) -> str | None:
+def describe_record(path: Path) -> str | None:
     """Returns the description of one record, None when it is unreadable or stale."""
     try:
         text = path.read_text(encoding="utf-8")
