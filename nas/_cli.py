@@ -9,7 +9,7 @@ import sys
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -94,7 +94,6 @@ def _writing(run: RunDir) -> Iterator[None]:
             raise
 
 
-
 def _report_lock(root: Path, output: Path) -> RunDirLock:
     """Returns ``root``'s lock, taken for a report written into it (``output``).
 
@@ -117,6 +116,7 @@ def _report_lock(root: Path, output: Path) -> RunDirLock:
                              "report elsewhere with -o FILE") from exc
         raise
     return lock
+
 
 def _add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
     """Adds the repeatable ``--set KEY=VALUE`` option."""
@@ -221,22 +221,21 @@ class _Report(_Command):
         )
 
     def take_action(self, args: argparse.Namespace, console: Console) -> int:
-        from contextlib import ExitStack
-
+        from nas._rundir import RunDir
         from reports import report_path, write_report
 
         output = report_path(args.run_dirs, args.output)
+        # a report written into a run directory is one of its writers
+        written = [RunDir(root) for root in {Path(r).resolve() for r in args.run_dirs}
+                   if output.resolve().parent == root and root.is_dir()]
         with ExitStack() as held:
-            # a report written into a run directory is one of its writers
-            for root in {Path(r).resolve() for r in args.run_dirs}:
-                if output.resolve().parent == root and root.is_dir():
-                    held.callback(_report_lock(root, output).release)
-                    from nas._rundir import RunDir
-
-                    RunDir(root).remove_leftovers()
+            for run in written:
+                held.callback(_report_lock(run.root, output).release)
+                run.remove_leftovers()
             path = write_report(args.run_dirs, output)
-            if path.name == "report.html":  # a fresh report replaces one marked stale
-                (path.parent / "report.stale.html").unlink(missing_ok=True)
+            for run in written:
+                if path.resolve() == run.report:  # a fresh report replaces one marked stale
+                    run.stale_report.unlink(missing_ok=True)
         console.print(f"report: {escape(str(path))} ({path.stat().st_size / 2**20:.1f} MB)")
         return EXIT_OK
 

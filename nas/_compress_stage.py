@@ -260,16 +260,11 @@ class ModelSource:
 
     def __init__(self, ctx: RunContext, settings: CompressSettings) -> None:
         self.ctx, self.settings = ctx, settings
-        damaged = ctx.run.damaged_artifacts("supernet")
-        if damaged:
-            raise RunDirError(
-                f"{ctx.run.root / damaged[0]}: missing, or not what was written when the "
-                "supernet was trained (its checksum differs); the models are compressed from "
-                "it. Restore it from a backup, or start over in another --run-dir.")
+        state = ctx.run.load_supernet("the models are compressed from it")
         data, space = ctx.data, ctx.space
         self.supernet = space.build_supernet(num_classes=data.num_classes,
                                              in_channels=data.input_shape[1])
-        self.supernet.load_state_dict(ctx.run.load_state_dict(ctx.run.supernet))
+        self.supernet.load_state_dict(state)
         self.supernet.eval()
         self.teacher = self.supernet.extract(space.max_arch())
         recalibrate_batchnorm(self.teacher, data.loader(

@@ -166,11 +166,31 @@ class RunDir:
         recorded = self.done_stages().get(stage, {}).get("artifacts") or {}
         return mismatched(self.root, dict(recorded))
 
+    def changed_supernet(self, name: str, used_for: str) -> RunDirError:
+        """Returns the error for a ``supernet.pt`` (``name``) that is missing or no longer
+        has the checksum recorded at training, saying what ``used_for`` it."""
+        return RunDirError(
+            f"{self.root / name}: missing, or not what was written when the supernet was "
+            f"trained (its checksum differs); {used_for}. Restore it from a backup, or start "
+            "over in another --run-dir.")
+
+    def load_supernet(self, used_for: str) -> dict[str, torch.Tensor]:
+        """Returns the supernet's state_dict, checked against the checksum recorded when it
+        was trained (``used_for``: what it is loaded for, for the message).
+
+        Raises:
+            RunDirError: it is missing, changed or damaged.
+        """
+        damaged = self.damaged_artifacts("supernet")
+        if damaged:
+            raise self.changed_supernet(damaged[0], used_for)
+        return self.load_state_dict(self.supernet)
+
     def remove_leftovers(self) -> list[Path]:
         """Removes what killed writers left behind: temporary files of atomic writes
         (``.NAME.*.tmp``) anywhere in the run directory, and empty files under ``tune/``
-        (results and event files of a killed search; Ray's empty dot-file markers stay). Call it only while holding the run
-        directory's lock. Returns the paths removed."""
+        (results and event files of a killed search; Ray's empty dot-file markers stay).
+        Call it only while holding the run directory's lock. Returns the paths removed."""
         removed = [p for p in self.root.rglob(".*.tmp") if p.is_file()]
         if self.tune.is_dir():
             removed += [p for p in self.tune.rglob("*") if p.is_file() and p.stat().st_size == 0

@@ -169,7 +169,7 @@ class SearchStage(Stage):
         return SupernetEvaluator(
             space_name=spec.search_space.name,
             space_options=spec.search_space.options(),
-            state_dict=run.load_state_dict(run.supernet),
+            state_dict=run.load_supernet("the search evaluates its trials with it"),
             data=ctx.data,
             profile=ctx.profile,
             latency_cache=run.latency_cache,

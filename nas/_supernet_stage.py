@@ -9,7 +9,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from evaluators import OptimConfig, SandwichConfig, train_supernet
 from evaluators.latency import DeviceLock
-from nas._errors import RunDirError
 from nas._progress import epoch_line, log_line
 from nas._stage import RunContext, Stage
 
@@ -30,11 +29,8 @@ class SupernetStage(Stage):
                 ctx.console.print(f"[dim]supernet: already trained ({run.supernet.name}), skipped[/]")
                 return
             if run.study.exists() or run.trials.exists():
-                raise RunDirError(
-                    f"{run.root / damaged[0]}: missing, or not what was written when the "
-                    "supernet was trained (its checksum differs), and the search's trials were "
-                    "evaluated with it. Restore it from a backup, or start over in another "
-                    "--run-dir.")
+                raise run.changed_supernet(damaged[0],
+                                           "the search's trials were evaluated with it")
             ctx.console.print(f"supernet: {escape(', '.join(damaged))} damaged or changed since "
                               "training; training again")
         data = ctx.data
