@@ -8,10 +8,10 @@ import os
 import sys
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -21,6 +21,7 @@ from nas._rundir_lock import RunDirLock
 
 if TYPE_CHECKING:
     from nas._rundir import RunDir
+    from nas._stage import RunContext
 
 # the space ``nas profile`` measures by default (imported lazily with the command itself)
 REFERENCE_SPACE_NAME = "mobilenet_elastic"
@@ -46,17 +47,39 @@ class _Command(ABC):
         """Runs the subcommand; returns the exit status. Raises USER_ERRORS on bad input."""
 
 
-def _prepare_resume(run: RunDir, console: Console) -> None:
-    """Readies a locked run directory for writing: removes what killed writers left, sets
-    aside a damaged latency cache (it is only a cache) and marks the report stale."""
+def _prepare_resume(ctx: RunContext) -> None:
+    """Readies a locked run directory for writing: checks its records, removes what killed
+    writers left, and marks the report stale; then mends what is derived (see
+    ``_mend_derived``).
+
+    Raises:
+        RunDirError: ``stages.json`` or ``environment.json`` is damaged.
+    """
+    run, console = ctx.run, ctx.console
+    run.check_records()
     removed = run.remove_leftovers()
     if removed:
         console.print(f"[dim]removed {len(removed)} leftover files of an interrupted run[/]")
+    _mend_derived(run, console, lambda: ctx.data.summary(), "latencies are measured again")
+    run.mark_report_stale()
+
+
+def _mend_derived(run: RunDir, console: Console, data_summary: Callable[[], dict[str, Any]],
+                  after_cache: str) -> None:
+    """Sets aside a damaged latency cache (a fresh one replaces it; ``after_cache`` says
+    what follows) and writes a damaged ``data.json`` again from ``data_summary()`` (called
+    only then), in a run directory whose lock is held.
+
+    Raises:
+        DataError, ConfigError: the run's data cannot be loaded to write ``data.json`` again.
+    """
     aside = run.set_aside_damaged_cache()
     if aside is not None:
         console.print(f"[yellow]{escape(str(run.latency_cache))} was damaged: set aside as "
-                      f"{escape(aside.name)}; latencies are measured again[/]")
-    run.mark_report_stale()
+                      f"{escape(aside.name)}; {after_cache}[/]")
+    if run.rewrite_damaged_data_info(data_summary):
+        console.print(f"[yellow]{escape(str(run.data_info))} was damaged: written again from "
+                      "the run's data[/]")
 
 
 #: what SQLite says when the disk is full or the directory not writable
@@ -118,6 +141,14 @@ def _report_lock(root: Path, output: Path) -> RunDirLock:
     return lock
 
 
+def _data_summary(run: RunDir, console: Console) -> Callable[[], dict[str, Any]]:
+    """Returns a function returning the summary of ``run``'s data (loaded from its
+    ``config.yaml`` only when called)."""
+    from nas._stage import RunContext
+
+    return lambda: RunContext(spec=run.load_spec(), run=run, console=console).data.summary()
+
+
 def _add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
     """Adds the repeatable ``--set KEY=VALUE`` option."""
     parser.add_argument(
@@ -156,9 +187,9 @@ class _Search(_Command):
         run = RunDir(args.run_dir or Path("runs") / spec.experiment.name)
         with _writing(run):
             run.prepare(spec, sys.argv)
-            _prepare_resume(run, console)
-            console.print(f"run directory: {escape(str(run.root))}")
             ctx = RunContext(spec=spec, run=run, console=console)
+            _prepare_resume(ctx)
+            console.print(f"run directory: {escape(str(run.root))}")
             stages = [SupernetStage(), SearchStage(), ParetoStage()]
             if spec.compress.enabled:
                 from nas._compress_stage import CompressStage
@@ -193,9 +224,9 @@ class _Compress(_Command):
         spec = run.load_spec(args.overrides)
         with _writing(run):
             run.prepare(spec, sys.argv)
-            _prepare_resume(run, console)
-            run_pipeline(RunContext(spec=spec, run=run, console=console),
-                         [CompressStage(), ReportStage()])
+            ctx = RunContext(spec=spec, run=run, console=console)
+            _prepare_resume(ctx)
+            run_pipeline(ctx, [CompressStage(), ReportStage()])
         console.print(f"done: models in {escape(str(run.models))}")
         return EXIT_OK
 
@@ -232,6 +263,9 @@ class _Report(_Command):
             for run in written:
                 held.callback(_report_lock(run.root, output).release)
                 run.remove_leftovers()
+                _mend_derived(run, console, _data_summary(run, console),
+                              "the report shows no latency distributions until `nas search` "
+                              "measures them again")
             path = write_report(args.run_dirs, output)
             for run in written:
                 if path.resolve() == run.report:  # a fresh report replaces one marked stale

@@ -6,7 +6,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,15 @@ from evaluators import atomic_write_bytes, atomic_write_text, digests, mismatche
 from evaluators.latency import LatencyCache
 from nas._config import RunSpec, read_yaml_mapping
 from nas._errors import ConfigError, RunDirError
+
+#: what each record of a run holds and what to do when it is damaged (the report says the same)
+_RECORDS = {
+    "stages.json": "it records which stages of this run finished and the checksums of their "
+                   "artifacts. Restore it from a backup, or start over in another --run-dir",
+    "environment.json": "it records the device and library versions each stage ran with. "
+                        "Restore it from a backup, or delete it (the report then shows those "
+                        "versions as not recorded)",
+}
 
 _REDO = ("restore it from a backup, or start over in another --run-dir (the trials of this "
          "run were evaluated with these weights)")
@@ -133,21 +142,57 @@ class RunDir:
             RunDirError: ``stages.json`` is damaged (it cannot be recomputed: it holds the
                 checksums every resume verifies).
         """
-        if not self.stages.exists():
+        return self._read_record(self.stages)
+
+    def recorded_environment(self) -> dict[str, Any]:
+        """Returns ``{stage: environment}`` from ``environment.json`` (``{}`` when missing).
+
+        Raises:
+            RunDirError: it is damaged (it cannot be recomputed: it records what each stage
+                ran with).
+        """
+        return self._read_record(self.environment)
+
+    def check_records(self) -> None:
+        """Checks the run's records (``stages.json``, ``environment.json``) before anything
+        is written.
+
+        Raises:
+            RunDirError: one is damaged, naming it and what to do.
+        """
+        self.done_stages()
+        self.recorded_environment()
+
+    def _read_record(self, path: Path) -> dict[str, Any]:
+        """Returns a record of ``{stage: mapping}`` (``{}`` when missing).
+
+        Raises:
+            RunDirError: it is damaged, naming it and what to do.
+        """
+        if not path.exists():
             return {}
         try:
-            stages = json.loads(self.stages.read_text(encoding="utf-8"))
+            value = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise RunDirError(self._damaged_record(exc)) from exc
-        if not isinstance(stages, dict) or not all(isinstance(v, dict) for v in stages.values()):
-            raise RunDirError(self._damaged_record("not a mapping of stage records"))
-        return stages
+            why = type(exc).__name__
+        else:
+            if isinstance(value, dict) and all(isinstance(v, dict) for v in value.values()):
+                return value
+            why = "not a mapping of stage records"
+        raise RunDirError(f"{path}: damaged ({why}); {_RECORDS[path.name]}.")
 
-    def _damaged_record(self, why: object) -> str:
-        reason = type(why).__name__ if isinstance(why, Exception) else str(why)
-        return (f"{self.stages}: damaged ({reason}); it records which stages of this run "
-                "finished and the checksums of their artifacts. Restore it from a backup, or "
-                "start over in another --run-dir.")
+    def rewrite_damaged_data_info(self, summary: Callable[[], dict[str, Any]]) -> bool:
+        """Writes ``data.json`` again from ``summary()`` (the data splits' summary) when it
+        exists but is not a readable JSON mapping; returns whether it did."""
+        if not self.data_info.exists():
+            return False
+        try:
+            if isinstance(json.loads(self.data_info.read_text(encoding="utf-8")), dict):
+                return False
+        except (OSError, ValueError):
+            pass
+        self.write_json(self.data_info, summary())
+        return True
 
     def mark_done(self, stage: str, artifacts: Iterable[Path] = (), **info: Any) -> None:
         """Records ``stage`` as complete with ``info`` (JSON-serialisable) and the checksum
@@ -255,12 +300,7 @@ class RunDir:
 
     def record_environment(self, stage: str, environment: dict[str, Any]) -> None:
         """Records in ``environment.json`` the device and library versions ``stage`` ran with."""
-        try:  # a record for the report only: a damaged one is written afresh
-            recorded = json.loads(self.environment.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            recorded = {}
-        if not isinstance(recorded, dict):
-            recorded = {}
+        recorded = self.recorded_environment()
         recorded[stage] = environment
         atomic_write_text(self.environment, json.dumps(recorded, indent=2))
 

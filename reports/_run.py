@@ -90,6 +90,36 @@ def _read_json(path: Path, missing: dict[str, str] | None = None) -> dict[str, A
     return value
 
 
+#: what each record of a run directory holds and what to do when it is damaged
+_RECORDS = {
+    "stages.json": "it records which stages of this run finished and the checksums of their "
+                   "artifacts. Restore it from a backup, or start over in another --run-dir",
+    "environment.json": "it records the device and library versions each stage ran with. "
+                        "Restore it from a backup, or delete it (the report then shows those "
+                        "versions as not recorded)",
+}
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """Returns the JSON object in the record ``path`` (one of ``_RECORDS``); ``{}`` when it
+    is missing.
+
+    Raises:
+        ReportError: it is damaged, naming it and what to do.
+    """
+    if not path.exists():
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        why = type(exc).__name__
+    else:
+        if isinstance(value, dict) and all(isinstance(v, dict) for v in value.values()):
+            return value
+        why = "not a mapping of stage records"
+    raise ReportError(f"{path}: damaged ({why}); {_RECORDS[path.name]}.")
+
+
 #: what to do about a damaged ``config.yaml``
 _CONFIG_REDO = ("it is the run's resolved config: restore it from a backup, or delete it and run "
                 "`nas search` with the run's original config and this --run-dir to write it "
@@ -231,9 +261,9 @@ def load_run(root: Path, label: str | None = None) -> RunData:
             else "no compression results yet: run `nas compress` on the run directory"
         )
     verify_models(root, compression, deployed)
-    stages = _read_json(root / "stages.json", missing)
-    environment = _read_json(root / "environment.json", missing)
-    if not environment and "environment" not in missing:
+    stages = _read_record(root / "stages.json")
+    environment = _read_record(root / "environment.json")
+    if not environment:
         missing["environment"] = "environment.json is missing (a run from before it was recorded)"
     keys = set(pareto["arch"].astype(str)) if pareto is not None else set()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -210,3 +211,35 @@ def test_trials_with_an_unreliable_latency_stay_off_the_front_and_say_so(
     write_report([root], out)
     html = out.read_text()
     assert html.count("latency not measured reliably, off the front: " + UNRELIABLE_NOTE) == 2
+
+
+def test_a_damaged_data_record_is_written_again_or_named_where_it_cannot_be(
+    run_factory: MakeRun, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_factory("plain", trials=24, failures=2), run)
+    (run / "data.json").write_text('{"train": 12')  # cut short
+    elsewhere = tmp_path / "elsewhere.html"
+    assert main(["report", str(run), "-o", str(elsewhere)]) == 0  # the run is not written
+    assert "data.json is damaged and was not read" in elsewhere.read_text(encoding="utf-8")
+    assert (run / "data.json").read_text() == '{"train": 12'
+    assert main(["report", str(run)]) == 0  # written into the run: it holds the run's lock
+    assert "data.json was damaged: written again" in " ".join(capsys.readouterr().out.split())
+    info = json.loads((run / "data.json").read_text())
+    assert info["train"] > 0 and info["classes"] == [str(i) for i in range(10)]
+    assert "data.json is damaged" not in (run / "report.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("record", ["stages.json", "environment.json"])
+def test_a_damaged_record_is_refused_naming_it(run_factory: MakeRun, tmp_path: Path,
+                                               record: str) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_factory("plain", trials=24, failures=2), run)
+    (run / record).write_text("[1, 2")
+    with pytest.raises(ReportError, match=rf"{record}: damaged .*Restore it from a backup"):
+        load_run(run)
+    assert main(["report", str(run), "-o", str(tmp_path / "r.html")]) == 2
