@@ -29,10 +29,14 @@ CREATE TABLE IF NOT EXISTS latency (
     cv          REAL NOT NULL,
     n           INTEGER NOT NULL,
     samples_ms  TEXT NOT NULL,
+    load        REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (arch_key, fingerprint, input_shape)
 )
 """
-_COLUMNS = "arch_key, fingerprint, input_shape, median_ms, p90_ms, mean_ms, cv, n, samples_ms"
+#: the columns of every version of the cache (``load`` came later: added when missing)
+_FIRST_COLUMNS = "arch_key, fingerprint, input_shape, median_ms, p90_ms, mean_ms, cv, n, samples_ms"
+_COLUMNS = _FIRST_COLUMNS + ", load"
+_VALUES = "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 #: what SQLite says when a sound file cannot be opened for writing: a read-only or full disk
 #: (opening a WAL database sizes its -shm file: "disk I/O error" when that fails)
 _CANNOT_WRITE = ("readonly", "unable to open", "disk I/O error", "database or disk is full")
@@ -86,7 +90,7 @@ class LatencyCache:
                 if verdict != "ok":
                     raise sqlite3.DatabaseError(verdict)
                 db.execute(_SCHEMA)
-                db.execute(f"SELECT {_COLUMNS} FROM latency LIMIT 1").fetchall()
+                db.execute(f"SELECT {_FIRST_COLUMNS} FROM latency LIMIT 1").fetchall()
             finally:
                 db.close()
         except sqlite3.OperationalError as exc:
@@ -115,15 +119,15 @@ class LatencyCache:
         """
         with self._mutex:
             row = self._connection().execute(
-                "SELECT median_ms, p90_ms, mean_ms, cv, n, samples_ms FROM latency "
+                "SELECT median_ms, p90_ms, mean_ms, cv, n, samples_ms, load FROM latency "
                 "WHERE arch_key = ? AND fingerprint = ? AND input_shape = ?",
                 (arch_key, fingerprint, _shape_key(input_shape)),
             ).fetchone()
         if row is None:
             return None
-        median, p90, mean, cv, n, samples = row
+        median, p90, mean, cv, n, samples, load = row
         return Latency(median_ms=median, p90_ms=p90, mean_ms=mean, cv=cv, n=n,
-                       samples_ms=tuple(json.loads(samples)))
+                       samples_ms=tuple(json.loads(samples)), load=float(load))
 
     def put(
         self, arch_key: str, fingerprint: str, input_shape: Sequence[int], latency: Latency
@@ -138,12 +142,10 @@ class LatencyCache:
         """
         row = (arch_key, fingerprint, _shape_key(input_shape), latency.median_ms,
                latency.p90_ms, latency.mean_ms, latency.cv, latency.n,
-               json.dumps(list(latency.samples_ms)))
+               json.dumps(list(latency.samples_ms)), float(latency.load))
         with self._mutex:
             self._connection().execute(
-                f"INSERT OR REPLACE INTO latency ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
+                f"INSERT OR REPLACE INTO latency ({_COLUMNS}) {_VALUES}", row)
 
     def __len__(self) -> int:
         with self._mutex:
@@ -180,8 +182,7 @@ class LatencyCache:
         if state["rows"]:
             with self._mutex:
                 self._connection().executemany(
-                    f"INSERT OR REPLACE INTO latency ({_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT OR REPLACE INTO latency ({_COLUMNS}) {_VALUES}",
                     state["rows"],
                 )
 
@@ -194,6 +195,7 @@ class LatencyCache:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 conn = self._open_file()
             conn.execute(_SCHEMA)
+            _add_load_column(conn)
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
@@ -223,6 +225,18 @@ class LatencyCache:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
+
+
+def _add_load_column(conn: sqlite3.Connection) -> None:
+    """Adds the ``load`` column to a cache written before it was recorded (its rows: 0)."""
+    names = {row[1] for row in conn.execute("PRAGMA table_info(latency)")}
+    if "load" in names:
+        return
+    try:
+        conn.execute("ALTER TABLE latency ADD COLUMN load REAL NOT NULL DEFAULT 0")
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" not in str(exc):  # another process added it first
+            raise
 
 
 def _shape_key(input_shape: Sequence[int]) -> str:

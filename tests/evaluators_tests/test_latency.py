@@ -368,3 +368,25 @@ def test_noisy_measurements_are_repeated_and_the_quietest_kept(lock: DeviceLock)
     backend = _Scripted(once, [noisy, quiet])
     assert LatencyMeter(once, lock=lock, backend=backend).measure(_net(), SHAPE).cv > 1
     assert backend.calls == 1
+
+
+def test_a_cache_written_before_load_was_recorded_still_opens(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE latency (arch_key TEXT NOT NULL, fingerprint TEXT NOT NULL, "
+               "input_shape TEXT NOT NULL, median_ms REAL NOT NULL, p90_ms REAL NOT NULL, "
+               "mean_ms REAL NOT NULL, cv REAL NOT NULL, n INTEGER NOT NULL, samples_ms TEXT "
+               "NOT NULL, PRIMARY KEY (arch_key, fingerprint, input_shape))")
+    db.execute("INSERT INTO latency VALUES ('a', 'f', '1x1x8x8', 1.0, 1.2, 1.1, 0.01, 3, '[1.0, 1.0, 1.2]')")
+    db.commit()
+    db.close()
+    assert LatencyCache.set_aside_if_damaged(path) is None
+    with LatencyCache(path) as cache:
+        old = cache.get("a", "f", (1, 1, 8, 8))
+        assert old is not None and old.median_ms == 1.0 and old.load == 0.0
+        busy = Latency.from_samples([2.0, 2.1, 2.2])
+        busy = Latency(**{**busy.__dict__, "load": 0.4})
+        cache.put("b", "f", (1, 1, 8, 8), busy)
+        assert cache.get("b", "f", (1, 1, 8, 8)) == busy
