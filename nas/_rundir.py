@@ -80,8 +80,7 @@ class RunDir:
         if self.config.exists():
             previous = self._read_config()
             if "argv" not in previous:  # written last: a file cut short lacks it
-                raise RunDirError(f"{self.config}: damaged, cut short (it lacks the argv: that "
-                                  f"`nas search` writes last); {self._config_redo()}")
+                raise RunDirError(self._cut_short())
             previous.pop("argv", None)
             try:  # compare in today's form: a run written by an older version still resumes
                 previous = RunSpec.model_validate(previous).model_dump(mode="json")
@@ -108,15 +107,22 @@ class RunDir:
         """Returns the run's resolved config (``config.yaml``) with overrides applied.
 
         Raises:
-            RunDirError: the directory holds no run.
-            ConfigError: the config or an override does not validate.
+            RunDirError: the directory holds no run, or its config is cut short.
+            ConfigError: the config or an override does not validate (for the config
+                itself, saying how to restore it).
         """
         from nas._config import apply_overrides, validate_config
 
         if not self.config.exists():
             raise RunDirError(f"{self.root}: no config.yaml here; is this a run directory?")
         raw = self._read_config()
+        if "argv" not in raw:  # written last: a file cut short lacks it
+            raise RunDirError(self._cut_short())
         raw.pop("argv", None)
+        try:
+            validate_config(raw, source=str(self.config))
+        except ConfigError as exc:  # the file itself, before any override: damaged
+            raise ConfigError(f"{exc}; {self._config_redo()}") from None
         return validate_config(apply_overrides(raw, overrides or []), source=str(self.config))
 
     def _read_config(self) -> dict[str, Any]:
@@ -129,6 +135,10 @@ class RunDir:
             return read_yaml_mapping(self.config, "run config")
         except ConfigError as exc:
             raise ConfigError(f"{exc}; {self._config_redo()}") from None
+
+    def _cut_short(self) -> str:
+        return (f"{self.config}: damaged, cut short (it lacks the argv: that `nas search` "
+                f"writes last); {self._config_redo()}")
 
     def _config_redo(self) -> str:
         return ("it is this run's resolved config: restore it from a backup, or delete it and "

@@ -53,7 +53,7 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(
     assert "-c" in out  # the holder's command line
     assert not (run / "config.yaml").exists()  # nothing of the run was touched
 
-    (run / "config.yaml").write_text("experiment: {name: x}\n")
+    (run / "config.yaml").write_text("experiment: {name: x}\nargv: [nas, search]\n")
     assert main(["compress", str(run)]) == 2
     assert f"PID {holder.pid}" in capsys.readouterr().out
 
