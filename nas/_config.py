@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from compress import list_importances
 from evaluators import DEFAULT_MAX_BYTES, PluginError, import_plugins
@@ -22,6 +22,7 @@ from evaluators.latency import check_profile
 from hwprofiles import HardwareProfile, ProfileError, load_profile
 from hwprofiles._yaml import ECHO_LIMIT, UserYamlError, parse_user_yaml, read_user_yaml, short_repr
 from nas._errors import ConfigError
+from nas._storage import check_storage_url
 from nas.samplers import get_sampler_options, list_samplers
 from search_spaces import get_search_space_options, list_search_spaces
 
@@ -193,7 +194,10 @@ class SearchConfig(_Section):
     constraints: dict[str, float] = Field(default_factory=dict)
     recalibration_batches: int = Field(default=8, ge=1)
     finetune_epochs: int = Field(default=0, ge=0)
+    # where the study is kept (default: the run's study.db); see nas._storage.STORAGE_FORMS
     storage: str | None = None
+    # a trial whose worker process or node died is run again this many times, then FAIL
+    max_retries: int = Field(default=2, ge=0, le=10)
     # a trial whose latency the device could not measure reliably (busy, or CV above the
     # profile's max_cv) is measured again, at most this many times, after the other trials
     remeasure: int = Field(default=2, ge=0, le=10)
@@ -201,6 +205,11 @@ class SearchConfig(_Section):
     # its own; each proposal sees one more trial as running. Off by default: where the
     # driver shares the workers' cores, proposing ahead competes with them
     prefetch: bool = False
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, url: str | None) -> str | None:
+        return None if url is None else check_storage_url(url)
 
     @model_validator(mode="after")
     def _check(self) -> SearchConfig:
@@ -262,6 +271,9 @@ class RayConfig(_Section):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(default=8265, ge=1024, le=65535)
     num_cpus: int | None = Field(default=None, ge=1)
+    # the address every process of a local Ray listens on; 127.0.0.1: this machine only
+    # (give the host's address to let other machines' `ray start --address` join it)
+    node_ip_address: str = "127.0.0.1"
     object_store_memory_mb: int = Field(default=256, ge=80)
 
 

@@ -21,6 +21,11 @@ class RunDirError(NasError, ValueError):
     """A run directory that cannot be used as asked (another experiment, missing stage)."""
 
 
+class StorageError(NasError, ValueError):
+    """The study's storage (``search.storage``) cannot be opened: server unreachable, login
+    refused, journal not writable."""
+
+
 class SearchInterrupted(NasError):
     """The search stopped (Ctrl-C, a stopped cluster) before it reached ``n_trials``."""
 
@@ -28,5 +33,5 @@ class SearchInterrupted(NasError):
 #: Errors caused by the user's input: reported without a traceback, exit status 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, RunDirError, DataError, ProfileError, SearchSpaceError, ReportError,
-    WriteError, LockDirError,
+    WriteError, LockDirError, StorageError,
 )

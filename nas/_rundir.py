@@ -35,8 +35,8 @@ _REDO = ("restore it from a backup, or start over in another --run-dir (the tria
 
 #: Config sections a resumed run may change (how long to search, how fast), all others
 #: would make the results already in the directory describe another experiment.
-_RESUMABLE_KEYS = {("search", "n_trials"), ("search", "max_concurrent"), ("ray",), ("compress",),
-                   ("data", "max_bytes")}
+_RESUMABLE_KEYS = {("search", "n_trials"), ("search", "max_concurrent"),
+                   ("search", "max_retries"), ("ray",), ("compress",), ("data", "max_bytes")}
 
 
 class RunDir:
@@ -92,7 +92,8 @@ class RunDir:
                 keys = ", ".join(".".join(k) for k in blocking[:5])
                 raise RunDirError(
                     f"{self.root}: holds a run with a different configuration ({keys} changed); "
-                    "only search.n_trials, search.max_concurrent, ray.* and compress.* may change on resume. "
+                    "only search.n_trials, search.max_concurrent, search.max_retries, ray.* and "
+                    "compress.* may change on resume. "
                     "Choose another --run-dir, or delete this one to start over."
                 )
         try:

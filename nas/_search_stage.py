@@ -22,6 +22,7 @@ from nas._overhead import trial_overhead
 from nas._progress import log_line, logs_progress, trial_line
 from nas._ray_backend import ray_session
 from nas._stage import RunContext, Stage
+from nas._storage import is_shared
 from nas._study import Objectives, StudyAdapter, cheap_objectives, make_sampler, open_study
 from pareto import reference_point
 
@@ -41,7 +42,8 @@ class SearchStage(Stage):
             run.check_study()
         storage = spec.search.storage or run.storage_url()
         study = open_study(storage, spec.experiment.name, objectives)
-        adapter = StudyAdapter(study, ctx.space, objectives)
+        # another driver may share a study kept elsewhere: close only its abandoned trials
+        adapter = StudyAdapter(study, ctx.space, objectives, exclusive=not is_shared(storage))
         adapter.close_interrupted()
         done = adapter.finished_count()
         remaining = spec.search.n_trials - done
@@ -78,6 +80,8 @@ class SearchStage(Stage):
             TextColumn("front {task.fields[front]}  hypervolume {task.fields[hv]}"),
             TimeElapsedColumn(), console=ctx.console,
         ) as progress:
+            if session.note:
+                ctx.console.print(f"[yellow]{escape(session.note)}[/]")
             ctx.console.print(session.login_hint(), markup=False)
             ray_start_seconds = time.perf_counter() - ray_start
             size, hv = adapter.front_size_and_hypervolume()
@@ -124,6 +128,11 @@ class SearchStage(Stage):
                         on_trial_end=on_trial_end,
                         remeasure=spec.search.remeasure,
                         prefetch=spec.search.prefetch,
+                        max_retries=spec.search.max_retries,
+                        on_retry=lambda number, retry, cause: progress.console.print(
+                            f"[yellow]trial {number}: its worker process or node died "
+                            f"({escape(cause)}); running it again ({retry} of "
+                            f"{spec.search.max_retries})[/]"),
                     )
             finally:
                 run.write_frame(run.trials, adapter.frame())

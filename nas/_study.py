@@ -24,6 +24,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from nas._driver_id import DRIVER_ATTR, HEARTBEAT_ATTR, DriverId
+from nas._storage import open_storage, redacted
 from nas.samplers import CheapObjectives, DistinctArchSampler, SamplerContext, build_sampler
 from evaluators import TrialEvaluator
 from pareto import Direction, front_hypervolume, is_feasible, search_front
@@ -130,8 +132,15 @@ class StudyAdapter:
         space: ChoiceSpace,
         objectives: Objectives,
         reference_point: Sequence[float] | None = None,
+        *,
+        exclusive: bool = True,
     ) -> None:
+        """``exclusive``: this driver alone writes the study (the run's SQLite file, under the
+        run directory's lock), so every trial left RUNNING is its own; otherwise trials are
+        closed only when their driver is gone (see ``nas._driver_id``)."""
         self.study = study
+        self.exclusive = exclusive
+        self.driver = DriverId.new()
         self.space = space
         self.objectives = objectives
         self.reference_point = list(reference_point) if reference_point is not None else None
@@ -141,8 +150,12 @@ class StudyAdapter:
         self._started: dict[int, float] = {}
 
     def close_interrupted(self) -> int:
-        """Marks every RUNNING or WAITING trial (left by a killed driver) FAIL; returns how many."""
-        stale = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+        """Marks FAIL every RUNNING or WAITING trial left by a driver that is gone (a killed
+        one, or this one's earlier round): all of them when the study is exclusive. Returns
+        how many."""
+        stale = [t for t in self.study.get_trials(
+                     deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+                 if self.exclusive or self._abandoned(t)]
         storage = self.study._storage
         study_id = storage.get_study_id_from_name(self.study.study_name)
         for trial in stale:
@@ -153,6 +166,32 @@ class StudyAdapter:
         if stale:
             logger.info("marked %d interrupted trial(s) FAIL", len(stale))
         return len(stale)
+
+    def _abandoned(self, trial: optuna.trial.FrozenTrial) -> bool:
+        """Returns whether no live driver runs ``trial`` (one without a driver: a version
+        that recorded none)."""
+        owner = DriverId.parse(trial.user_attrs.get(DRIVER_ATTR))
+        return owner is None or owner.is_gone(trial.user_attrs.get(HEARTBEAT_ATTR), self.driver)
+
+    def running_elsewhere(self) -> list[int]:
+        """Returns the numbers of the trials other live drivers run now."""
+        return [t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if not self._abandoned(t)]
+
+    def beat(self) -> None:
+        """Renews the heartbeat of this driver's running trials (other drivers of a shared
+        study then leave them alone)."""
+        storage, now = self.study._storage, time.time()
+        for number in list(self._started):
+            try:
+                storage.set_trial_user_attr(self._trial_id(number), HEARTBEAT_ATTR, now)
+            except (optuna.exceptions.UpdateFinishedTrialError, KeyError, RuntimeError):
+                pass  # told meanwhile
+
+    def claimed_count(self) -> int:
+        """Returns the trials that count towards ``n_trials`` or are running now, in every
+        driver of the study (a shared study's drivers stop asking at ``n_trials``)."""
+        return self.finished_count() + len(self.running_elsewhere()) + len(self._started)
 
     def finished_count(self) -> int:
         """Returns the trials that count towards ``n_trials``: all finished ones but the
@@ -189,15 +228,18 @@ class StudyAdapter:
     def enqueue_remeasure(self, trial: optuna.trial.FrozenTrial) -> None:
         """Queues ``trial``'s arch to be evaluated and measured again; the new trial records
         which one it re-measures and does not count towards ``n_trials``."""
-        self.study.enqueue_trial(dict(trial.params), user_attrs={REMEASURE_OF: trial.number},
-                                 skip_if_exists=False)
+        self.study.enqueue_trial(dict(trial.params), skip_if_exists=False, user_attrs={
+            REMEASURE_OF: trial.number, DRIVER_ATTR: self.driver.key(), HEARTBEAT_ATTR: time.time()})
 
     def ask(self) -> tuple[int, Arch]:
         """Returns a new trial's number and the arch it proposes."""
         trial = self.study.ask(self._distributions)
         arch = self.space.decode(trial.params)
         trial.set_user_attr("arch", arch.key())
-        self._started[trial.number] = time.time()
+        now = time.time()
+        trial.set_user_attr(DRIVER_ATTR, self.driver.key())
+        trial.set_user_attr(HEARTBEAT_ATTR, now)
+        self._started[trial.number] = now
         return trial.number, arch
 
     def dispatched(self, number: int) -> None:
@@ -220,7 +262,7 @@ class StudyAdapter:
         for key, value in result.items():
             if key == "latency_reliable":  # reported as 0/1 through Tune
                 trial.set_user_attr(key, bool(value))
-            elif key == "latency_note":
+            elif key in ("latency_note", "node"):
                 trial.set_user_attr(key, str(value)[:2000])
             elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "done":
                 trial.set_user_attr(key, float(value))
@@ -275,7 +317,7 @@ def open_study(
     Raises:
         ValueError: an existing study has other objectives.
     """
-    storage = optuna.storages.RDBStorage(storage_url, engine_kwargs={"connect_args": {"timeout": 30}})
+    storage = open_storage(storage_url)  # raises StorageError
     directions: list[StudyDirection] = [
         StudyDirection.MINIMIZE if d == "min" else StudyDirection.MAXIMIZE
         for d in objectives.directions.values()
@@ -290,7 +332,7 @@ def open_study(
             study.set_metric_names(objectives.names)
     elif list(study.metric_names) != objectives.names:
         raise ValueError(
-            f"the study in {storage_url} optimises {study.metric_names}, not {objectives.names}; "
+            f"the study in {redacted(storage_url)} optimises {study.metric_names}, not {objectives.names}; "
             "use a new run directory for other objectives"
         )
     return study
@@ -315,10 +357,12 @@ def trials_frame(study: optuna.Study, objectives: Objectives) -> pd.DataFrame:
             "latency_note": str(attrs.get("latency_note", "")),
         }
         for key, value in attrs.items():
-            if key in row or key == DISPATCHED_AT:
+            if key in row or key in (DISPATCHED_AT, HEARTBEAT_ATTR):
                 continue
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 row[key] = float(value)
+            elif key == "node":  # the Ray node the trial ran on (its latency measured there)
+                row[key] = str(value)
         if t.state == TrialState.COMPLETE and t.values is not None:
             for name, value in zip(objectives.names, t.values):
                 row[name] = float(value)
@@ -334,6 +378,8 @@ def trials_frame(study: optuna.Study, objectives: Objectives) -> pd.DataFrame:
     frame["feasible"] = frame["feasible"].astype(bool)
     frame["error"] = frame["error"].fillna("").astype(str)
     frame["latency_note"] = frame["latency_note"].fillna("").astype(str)
+    if "node" in frame.columns:
+        frame["node"] = frame["node"].fillna("").astype(str)
     frame["latency_reliable"] = frame["latency_reliable"].fillna(True).astype(bool)
     return frame.sort_values("number").reset_index(drop=True)
 

@@ -63,3 +63,28 @@ def digits_model(digits_splits: DataSplits) -> nn.Module:
     finally:
         torch.set_num_threads(threads)
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Returns the URL of a PostgreSQL server on 127.0.0.1 started for the session (stopped
+    after it). CI installs the server (``.ci/run``); elsewhere the tests that need it skip
+    with the reason when it is missing."""
+    import os
+
+    from tests.postgres_server import postgres_server, server_binaries
+
+    if server_binaries() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL's server is not installed, and CI needs it (.ci/run installs it)")
+        pytest.skip("PostgreSQL's server (initdb, pg_ctl) is not installed")
+    with postgres_server(tmp_path_factory.mktemp("postgres")) as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_db(postgres_url: str) -> str:
+    """Returns the URL of an empty database of its own on the session's PostgreSQL server."""
+    from tests.postgres_server import fresh_database
+
+    return fresh_database(postgres_url)
