@@ -160,9 +160,12 @@ class SupernetEvaluator(TrialEvaluator):
             calibration = self.data.calibration_inputs(
                 self.calibration_batches, self.batch_size, seed=self.seed + 1
             ).numpy()
+        # the cache lives in the run directory on the driver's machine: a worker node
+        # without that directory (no shared file system) measures without it
+        cached = self.latency_cache is not None and self.latency_cache.parent.is_dir()
         meter = LatencyMeter(
             self.profile,
-            cache=LatencyCache(self.latency_cache) if self.latency_cache else None,
+            cache=LatencyCache(self.latency_cache) if cached else None,
             lock=lock,
             calibration=calibration,
         )

@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import secrets
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -17,16 +19,69 @@ from typing import Any
 import ray
 from optuna.trial import TrialState
 from ray import tune
+from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from evaluators import TrialEvaluator, process_title
 from nas._config import RayConfig
+from nas._ports import free_port, port_is_free
 from nas._study import StudyAdapter
 from search_spaces import Arch
 
 logger = logging.getLogger(__name__)
 
-WORKER_FAILED = "the trial's worker process failed (see the Ray Tune logs under tune/)"
+WORKER_FAILED = "the trial's worker process or its node died"
+
+
+class WorkerFailures(Callback):
+    """Tune callback: which trials' workers died, why, and how often each was run again
+    (Tune retries a trial whose worker process or node died, ``max_failures`` times; the
+    searcher hears only of the last failure)."""
+
+    def __init__(self, max_retries: int,
+                 on_retry: Callable[[int, int, str], None] | None = None) -> None:
+        self.max_retries = max_retries
+        self._on_retry = on_retry
+        self._trials: dict[str, Any] = {}
+        self.retries: dict[str, int] = {}
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._trials[trial.trial_id] = trial
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        count = self.retries[trial.trial_id] = self.retries.get(trial.trial_id, 0) + 1
+        number = int(trial.config.get("number", -1))
+        cause = self.cause(trial.trial_id)
+        logger.warning("trial %s: %s (%s); running it again (%d of %d)", number, WORKER_FAILED,
+                       cause, count, self.max_retries)
+        if self._on_retry is not None:
+            self._on_retry(number, count, cause)
+
+    def cause(self, trial_id: str) -> str:
+        """Returns the last error of the trial's worker in one line (``unknown`` if none)."""
+        trial = self._trials.get(trial_id)
+        text = ""
+        with contextlib.suppress(Exception):  # Tune's error.txt: every failure, last at the end
+            text = Path(trial.error_file).read_text(encoding="utf-8", errors="replace")
+        # the latest "Failure # N (occurred at ...)" block: Ray's message, its first line,
+        # and the line that says how the process or node ended, where there is one
+        block = re.split(r"^Failure # \d+.*$", text, flags=re.MULTILINE)[-1]
+        lines = [line.strip() for line in block.splitlines() if line.strip()]
+        if not lines:
+            return "unknown cause"
+        how = [line for line in lines[1:] if re.search(r"exit|kill|died|SIG|OOM|memory", line)]
+        return "; ".join([lines[0], *how[:1]])[:300]
+
+    def failure_message(self, trial_id: str) -> str:
+        """Returns the FAIL reason of a trial whose worker died on every try."""
+        tries = self.retries.get(trial_id, 0) + 1
+        return (f"{WORKER_FAILED} ({self.cause(trial_id)}); tried {tries} time"
+                f"{'s' if tries > 1 else ''} (search.max_retries: {self.max_retries}); see the "
+                "Ray Tune logs under tune/")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its run config into the experiment folder: the live trials stay here
+        return {"max_retries": self.max_retries, "_on_retry": None, "_trials": {}, "retries": {}}
 
 
 @dataclass(frozen=True)
@@ -36,6 +91,7 @@ class RaySessionInfo:
     started_here: bool
     dashboard_url: str | None
     token_auth: bool
+    note: str = ""  # what the session changed from the config (a busy port replaced)
 
     def login_hint(self) -> str:
         """Returns how to open the dashboard, token authentication included."""
@@ -48,6 +104,49 @@ class RaySessionInfo:
                 "`ray get-auth-token` prints, also kept in ~/.ray/auth_token, when the page asks)"
             )
         return f"Ray dashboard: {url}"
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@contextlib.contextmanager
+def _node_ip(address: str) -> Iterator[None]:
+    """Makes a local Ray started in the block use ``address`` as its node's IP, which every
+    process it starts listens on (GCS, raylet, workers, dashboard agent, metrics). Ray
+    replaces a loopback address by the host's unless its "no cluster" switch is on, so
+    that switch is set for the block (it only stops ``ray start`` adding worker nodes)."""
+    if address not in LOOPBACK:
+        yield
+        return
+    from ray._private import ray_constants
+
+    previous = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = previous
+
+
+def private_auth_token() -> Path | None:
+    """Makes Ray's token file (``~/.ray/auth_token``) readable by its user alone: creates
+    it with mode 0600 (Ray would write it world-readable) or narrows an existing one.
+    Returns its path, or ``None`` when token authentication is off or the token comes from
+    ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled" \
+            or os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return None
+    path = Path.home() / ".ray" / "auth_token"
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+        return path
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32))  # as Ray's own generate_new_authentication_token
+    return path
 
 
 @contextlib.contextmanager
@@ -67,20 +166,32 @@ def ray_session(config: RayConfig) -> Iterator[RaySessionInfo]:
     # of threads, and the arenas alone doubled a trial worker's memory (1.2 GiB -> 0.7 GiB
     # with two). Processes started from here (raylet, workers) inherit the setting.
     os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    note = ""
     if config.address is None:
-        context = ray.init(
-            num_cpus=config.num_cpus,
-            include_dashboard=config.dashboard,
-            dashboard_host=config.dashboard_host,
-            dashboard_port=config.dashboard_port,
-            object_store_memory=config.object_store_memory_mb * 2**20,
-            logging_level=logging.WARNING,
-            log_to_driver=False,
-        )
+        port = config.dashboard_port
+        if config.dashboard and not port_is_free(config.dashboard_host, port):
+            port = free_port(config.dashboard_host)
+            note = (f"dashboard port {config.dashboard_port} on {config.dashboard_host} is in "
+                    f"use (another search on this host?): the Ray dashboard uses port {port} "
+                    "instead; set ray.dashboard_port to choose one")
+        with contextlib.suppress(OSError):  # a read-only home: Ray's own handling then
+            private_auth_token()
+        with _node_ip(config.node_ip_address):
+            context = ray.init(
+                num_cpus=config.num_cpus,
+                include_dashboard=config.dashboard,
+                dashboard_host=config.dashboard_host,
+                dashboard_port=port,
+                object_store_memory=config.object_store_memory_mb * 2**20,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+                _node_ip_address=config.node_ip_address,
+            )
     else:
         context = ray.init(address=config.address, logging_level=logging.WARNING, log_to_driver=False)
     try:
-        yield RaySessionInfo(True, getattr(context, "dashboard_url", None) or None, _token_auth())
+        yield RaySessionInfo(True, getattr(context, "dashboard_url", None) or None, _token_auth(),
+                             note)
     finally:
         ray.shutdown()
 
@@ -105,6 +216,9 @@ def _token_auth() -> bool:
 class StudySearcher(Searcher):
     """A Tune searcher whose every decision goes through a ``StudyAdapter``.
 
+    With ``study_limit`` (a study shared with other drivers), it stops proposing once the
+    study holds that many trials finished or running, whoever runs them.
+
     With ``prefetch``, the next arch is proposed in a background thread as soon as one is
     handed out, so a slow sampler thinks while the trials run rather than while a slot
     waits. The study is touched by one thread at a time: a result is recorded only after
@@ -122,10 +236,12 @@ class StudySearcher(Searcher):
         *,
         prefetch: bool = False,
         guard: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+        study_limit: int | None = None,
+        failures: WorkerFailures | None = None,
     ) -> None:
         super().__init__(metric=None, mode=None)
         self._adapter = adapter
-        self._keep = (*metric_names, "error", "done")
+        self._keep = (*metric_names, "error", "done", "node")
         self._budget = budget
         self._issued = 0
         self._numbers: dict[str, int] = {}
@@ -135,6 +251,8 @@ class StudySearcher(Searcher):
         self._guard = guard
         self._pool: ThreadPoolExecutor | None = None
         self._ahead: Future[tuple[int, Arch]] | None = None
+        self._study_limit = study_limit
+        self._failures = failures
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any) -> bool:
         return True
@@ -142,6 +260,9 @@ class StudySearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         if self._issued >= self._budget:
             return Searcher.FINISHED
+        if self._study_limit is not None and self._ahead is None \
+                and self._adapter.claimed_count() >= self._study_limit:
+            return Searcher.FINISHED  # the other drivers of a shared study run the rest
         if self._ahead is not None:
             ahead, self._ahead = self._ahead, None
             number, arch = ahead.result()  # a failed proposal raises here, as it would inline
@@ -181,7 +302,13 @@ class StudySearcher(Searcher):
         self._last.pop(trial_id, None)
         if result is not None:  # drop Tune's bookkeeping (pid, timestamps, config/...)
             result = {key: value for key, value in result.items() if key in self._keep}
-        message = WORKER_FAILED if error and not (result and result.get("error")) else None
+        message = None
+        if error and not (result and result.get("error")):
+            message = (self._failures.failure_message(trial_id) if self._failures is not None
+                       else f"{WORKER_FAILED}; see the Ray Tune logs under tune/")
+        retries = self._failures.retries.get(trial_id, 0) if self._failures is not None else 0
+        if retries:  # run again after its worker died (and perhaps completed)
+            result = {**(result or {}), "retries": retries}
         state = self._adapter.tell_result(number, result, message)
         if self._on_trial_end is not None:
             self._on_trial_end(number, state)
@@ -191,6 +318,7 @@ class StudySearcher(Searcher):
         # The study is the record of the search, so only the counters travel.
         state = dict(self.__dict__)
         state["_adapter"] = state["_on_trial_end"] = state["_pool"] = state["_ahead"] = None
+        state["_failures"] = None
         state["_guard"] = contextlib.nullcontext
         return state
 
@@ -212,17 +340,19 @@ def nas_trial(config: Mapping[str, Any], evaluator: TrialEvaluator) -> None:
     worker's process title names it (``ray::trial_7``, then ``ray::trial_7 · latency
     meter [cpu]`` while it is timed), as do ``ps`` and ``top``. An evaluation error is
     reported as the ``error`` metric (the trial then becomes FAIL with that message)
-    instead of crashing the worker.
+    instead of crashing the worker. ``node`` reports the Ray node it ran on, the one its
+    latency was measured on.
     """
     arch = Arch.from_json(str(config["arch"]))
+    node = ray.get_runtime_context().get_node_id()  # where it runs, latency measured included
     with process_title(f"trial_{config.get('number', '?')}"):
         try:
             metrics = evaluator(arch)
         except Exception as exc:  # noqa: BLE001 - one candidate's failure must not stop the search
             logger.warning("trial %s failed: %s", config.get("number"), exc)
-            tune.report({"error": f"{type(exc).__name__}: {exc}"})
+            tune.report({"error": f"{type(exc).__name__}: {exc}", "node": node})
             return
-        tune.report({**metrics, "done": True})
+        tune.report({**metrics, "done": True, "node": node})
 
 
 def run_tune(
@@ -234,8 +364,11 @@ def run_tune(
     resources: Mapping[str, float],
     storage_path: Path,
     name: str,
+    failures: WorkerFailures | None = None,
 ) -> None:
-    """Runs ``num_samples`` trials through Ray Tune, ``max_concurrent`` at a time."""
+    """Runs ``num_samples`` trials through Ray Tune, ``max_concurrent`` at a time; a trial
+    whose worker process or node died runs again, ``failures.max_retries`` times at most
+    (``failures`` also records why and how often; none: no retry)."""
     trainable = tune.with_resources(
         tune.with_parameters(nas_trial, evaluator=evaluator),
         tune.PlacementGroupFactory([dict(resources)]),
@@ -254,7 +387,10 @@ def run_tune(
             name=name,
             storage_path=str(storage_path.resolve()),
             verbose=0,
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            failure_config=tune.FailureConfig(
+                max_failures=failures.max_retries if failures is not None else 0,
+                fail_fast=False),
+            callbacks=[failures] if failures is not None else None,
         ),
     )
     tuner.fit()

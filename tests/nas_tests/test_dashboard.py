@@ -38,3 +38,19 @@ def test_dashboard_is_local_and_token_protected() -> None:
         api = f"http://127.0.0.1:{PORT}/api/version"
         assert get(api) in (401, 403)
         assert get(api, token) == 200
+
+
+def test_a_busy_dashboard_port_is_replaced_by_a_free_one_and_said_so() -> None:
+    import socket
+
+    with socket.socket() as busy:  # another search's dashboard, say
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with ray_session(RayConfig(dashboard=True, dashboard_port=port, num_cpus=1)) as info:
+            assert info.dashboard_url is not None
+            used = int(info.dashboard_url.rsplit(":", 1)[1])
+            assert used != port
+            assert f"dashboard port {port} on 127.0.0.1 is in use" in info.note
+            assert f"uses port {used} instead" in info.note and "ray.dashboard_port" in info.note
+            assert get(f"http://127.0.0.1:{used}/api/version") in (200, 401, 403)
