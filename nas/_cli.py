@@ -334,8 +334,31 @@ class _Profile(_Command):
         return show_profile(args.profile, args.image_size, args.channels, args.runs, console)
 
 
+class _Dashboard(_Command):
+    help = "serve optuna-dashboard on a read-only view of a run's study"
+    description = (
+        "Serves optuna-dashboard for the study of a run directory (its study.db, or the "
+        "search.storage of its config) on 127.0.0.1, during or after the search. The study "
+        "is opened read-only: the dashboard shows trials, objectives and user attributes, and "
+        "its buttons that would delete the study or change a trial fail."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("run_dir", type=Path, help="a run directory written by `nas search`")
+        parser.add_argument("--host", default="127.0.0.1",
+                            help="address to listen on (default 127.0.0.1: this machine only)")
+        parser.add_argument("--port", type=int, default=8080,
+                            help="port (default 8080; a free one when it is busy)")
+
+    def take_action(self, args: argparse.Namespace, console: Console) -> int:
+        from nas._dashboard_cmd import serve_dashboard
+
+        return serve_dashboard(args.run_dir, args.host, args.port, console)
+
+
 COMMANDS: dict[str, type[_Command]] = {
-    "search": _Search, "compress": _Compress, "report": _Report, "spaces": _Spaces,
+    "search": _Search, "compress": _Compress, "report": _Report, "dashboard": _Dashboard,
+    "spaces": _Spaces,
     "profile": _Profile,
 }
 
