@@ -1,7 +1,11 @@
-"""The search driver on a real local Ray: failures are recorded, the search goes on."""
+"""The search driver on a real local Ray: failures are recorded, the search goes on, and a
+run resumes after its driver was killed, with the study in the run's SQLite file and in a
+PostgreSQL server (shared: there, only trials whose driver is gone are closed)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +17,8 @@ from nas import Objectives, StudyAdapter, make_sampler, open_study
 from nas._config import RayConfig
 from nas._driver import run_search
 from nas._ray_backend import ray_session
+from nas._storage import is_shared
+from nas._study import INTERRUPTED
 from search_spaces import Arch, TableSpace
 
 SPACE = TableSpace("toy", {"a": [0, 1, 2, 3], "b": [0, 1, 2]})
@@ -37,11 +43,24 @@ def ray_local():
         yield info
 
 
-def test_run_search_records_failures_and_reaches_the_budget(ray_local, tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Returns an empty study storage: a SQLite file, or a database on a PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 's.db'}"
+    return str(request.getfixturevalue("postgres_db"))
+
+
+def adapter_for(url: str, name: str, sampler: optuna.samplers.BaseSampler) -> StudyAdapter:
+    """Returns the adapter a search stage would use on ``url`` (shared when it is a server)."""
+    return StudyAdapter(open_study(url, name, OBJECTIVES, sampler), SPACE, OBJECTIVES,
+                        exclusive=not is_shared(url))
+
+
+def test_run_search_records_failures_and_reaches_the_budget(ray_local, storage_url: str,
+                                                            tmp_path: Path) -> None:
     assert ray_local.started_here
-    study = open_study(f"sqlite:///{tmp_path / 's.db'}", "toy", OBJECTIVES,
-                       make_sampler("random", seed=1, objectives=OBJECTIVES))
-    adapter = StudyAdapter(study, SPACE, OBJECTIVES)
+    adapter = adapter_for(storage_url, "toy", make_sampler("random", seed=1, objectives=OBJECTIVES))
     outcome = run_search(adapter, ToyEvaluator(), n_trials=10, max_concurrent=2,
                          resources={"CPU": 1}, tune_dir=tmp_path / "tune", name="toy")
     assert outcome.trials_run == 10 and outcome.first_trial == 0
@@ -107,10 +126,11 @@ class SlowEvaluator(ToyEvaluator):
         return {"accuracy": 0.5 + 0.1 * int(arch["a"]), "latency_ms": 1.0 + int(arch["b"])}
 
 
-def test_prefetch_proposes_while_the_trial_runs_and_always_sees_it_running(ray_local, tmp_path: Path) -> None:
+def test_prefetch_proposes_while_the_trial_runs_and_always_sees_it_running(
+        ray_local, storage_url: str, tmp_path: Path) -> None:
     sampler = SlowRecordingSampler(pause=0.3)
-    study = open_study(f"sqlite:///{tmp_path / 's.db'}", "toy", OBJECTIVES, sampler)
-    adapter = StudyAdapter(study, SPACE, OBJECTIVES)
+    adapter = adapter_for(storage_url, "toy", sampler)
+    study = adapter.study
     outcome = run_search(adapter, SlowEvaluator(), n_trials=5, max_concurrent=1,
                          resources={"CPU": 1}, tune_dir=tmp_path / "tune", name="ahead", prefetch=True)
     assert outcome.trials_run == 5
@@ -137,3 +157,37 @@ def test_without_prefetch_every_proposal_sees_every_result(ray_local, tmp_path: 
     run_search(adapter, SlowEvaluator(), n_trials=3, max_concurrent=1,
                resources={"CPU": 1}, tune_dir=tmp_path / "tune", name="inline")
     assert sampler.running_seen == {0: 0, 1: 0, 2: 0}
+
+
+KILLED_DRIVER = """
+import os, signal, sys
+from nas import Objectives, StudyAdapter, open_study
+from search_spaces import TableSpace
+objectives = Objectives({"accuracy": "max", "latency_ms": "min"}, {})
+study = open_study(sys.argv[1], "toy", objectives)
+space = TableSpace("toy", {"a": [0, 1, 2, 3], "b": [0, 1, 2]})
+adapter = StudyAdapter(study, space, objectives)
+study.tell(adapter.ask()[0], [0.6, 2.0])
+adapter.ask()  # running when the driver is killed
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_run_resumes_after_its_driver_was_killed(ray_local, storage_url: str,
+                                                   tmp_path: Path) -> None:
+    """A driver killed with a trial running leaves it RUNNING: the next driver closes it
+    as interrupted (it does not count), keeps the finished one, and runs the rest."""
+    killed = subprocess.run([sys.executable, "-c", KILLED_DRIVER, storage_url], check=False,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    adapter = adapter_for(storage_url, "toy", make_sampler("random", seed=4, objectives=OBJECTIVES))
+    before = adapter.study.get_trials()
+    assert [t.state.name for t in before] == ["COMPLETE", "RUNNING"]
+    outcome = run_search(adapter, SlowEvaluator(), n_trials=3, max_concurrent=1,
+                         resources={"CPU": 1}, tune_dir=tmp_path / "tune", name="resumed")
+    assert outcome.first_trial == 2 and outcome.trials_run == 2
+    trials = adapter.study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[1].user_attrs["error"] == INTERRUPTED and trials[1].user_attrs["interrupted"]
+    assert trials[0].values == before[0].values == [0.6, 2.0]  # kept as it was
+    assert adapter.finished_count() == 3
