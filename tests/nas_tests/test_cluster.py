@@ -1,7 +1,8 @@
 """`nas search` on a real multi-node Ray cluster on this machine (Ray's own multi-node harness:
 a head and worker nodes, each a raylet of its own): trials spread over the worker nodes, a
-profile's custom resource pins them to the node that has it, and a worker node removed
-mid-search costs no trial."""
+profile's custom resource pins them to the node that has it, a trial worker killed (evaluating
+or timing) or a worker node removed mid-search costs no trial, and a killed driver's run
+resumes exactly."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +20,7 @@ import pytest
 import yaml
 
 from tests.nas_tests.conftest import CPU_QUICK, QUICKSTART, TINY_RUN
+from tests.nas_tests.worker_killer import killer, runs_trial
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +111,7 @@ def test_a_worker_node_removed_mid_search_costs_no_trial(cluster: object, tmp_pa
                     tree = psutil.Process(raylet[0].process.pid).children(recursive=True)
                 except psutil.Error:
                     continue
-                if any("ray::trial_2" in " ".join(p.cmdline()) for p in tree
+                if any(runs_trial(" ".join(p.cmdline()), "trial_2") for p in tree
                        if p.is_running()):
                     removed.append(node.node_id)  # type: ignore[attr-defined]
                     cluster.remove_node(node, allow_graceful=False)  # type: ignore[attr-defined]
@@ -129,3 +131,52 @@ def test_a_worker_node_removed_mid_search_costs_no_trial(cluster: object, tmp_pa
     assert len(frame) == 5 and (frame["state"] == "COMPLETE").all(), frame[["state", "error"]]
     assert frame.loc[2, "retries"] >= 1 and frame.loc[2, "node"] != removed[0]
     assert "trial 2: its worker process or node died" in " ".join(out.split())
+
+
+def test_a_killed_trial_worker_on_a_cluster_is_run_again(cluster: object,
+                                                         copy_run: Callable[[str], Path]) -> None:
+    """Trial 3's worker killed while it evaluates, trial 4's while its latency is timed: both
+    run again and the search ends with every trial COMPLETE."""
+    run = copy_run("run")  # 3 trials done
+    with killer({"trial_3": "compute", "trial_4": "latency"}) as killed:
+        out = finish(search(run.parent, cluster.address,  # type: ignore[attr-defined]
+                            "--set", "search.n_trials=5"))
+    assert killed["trial_3"] and killed["trial_4"], f"no worker was killed: {killed}\n{out[-3000:]}"
+    frame = pd.read_parquet(run / "trials.parquet").set_index("number")
+    assert len(frame) == 5 and (frame["state"] == "COMPLETE").all(), frame[["state", "error"]]
+    assert frame.loc[3, "retries"] == 1 and frame.loc[4, "retries"] == 1
+    assert "trial 4: its worker process or node died" in " ".join(out.split())
+
+
+def test_a_killed_driver_on_a_cluster_resumes_exactly(cluster: object,
+                                                      copy_run: Callable[[str], Path]) -> None:
+    """The driver SIGKILLed while trial 3 runs on a worker node: run again, the finished trials
+    are kept as they were, trial 3 is closed as interrupted (it does not count), and the search
+    goes on to n_trials."""
+    import psutil
+
+    from nas._study import INTERRUPTED
+
+    run = copy_run("run")
+    before = pd.read_parquet(run / "trials.parquet")
+    proc = search(run.parent, cluster.address,  # type: ignore[attr-defined]
+                  "--set", "search.n_trials=5", "--set", "search.max_concurrent=1")
+    deadline = time.monotonic() + 900
+    while proc.poll() is None and time.monotonic() < deadline:
+        if any(runs_trial(" ".join(p.info["cmdline"] or []), "trial_3")
+               for p in psutil.process_iter(["cmdline"])):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == -signal.SIGKILL, f"trial 3 was never seen running\n{out[-3000:]}"
+
+    again = finish(search(run.parent, cluster.address,  # type: ignore[attr-defined]
+                          "--set", "search.n_trials=5", "--set", "search.max_concurrent=1"))
+    assert "3 trials kept" in again, again[-3000:]
+    frame = pd.read_parquet(run / "trials.parquet")
+    assert frame.loc[3, "state"] == "FAIL" and frame.loc[3, "error"] == INTERRUPTED
+    counted = frame[frame["error"] != INTERRUPTED]
+    assert len(counted) == 5 and (counted["state"] == "COMPLETE").all(), frame[["state", "error"]]
+    columns = ["number", "state", "accuracy", "latency_ms", "arch"]
+    pd.testing.assert_frame_equal(frame.iloc[:3][columns], before[columns])

@@ -4,54 +4,16 @@ worker found by its process title and sent SIGKILL from outside, as the OOM kill
 
 from __future__ import annotations
 
-import signal
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-import psutil
 import pytest
 
 from tests.nas_tests.conftest import QUICKSTART, TINY_RUN, run_nas
+from tests.nas_tests.worker_killer import killer
 
 pytestmark = pytest.mark.slow
-
-LATENCY = "latency meter"
-
-
-@contextmanager
-def killer(targets: dict[str, str]) -> Iterator[dict[str, list[int]]]:
-    """Watches the processes while the block runs and SIGKILLs, once per target, the first
-    worker whose title names trial ``name`` in ``phase`` (``compute``: evaluating, not yet
-    timing; ``latency``: its latency meter). Yields ``{name: [pids killed]}``."""
-    killed: dict[str, list[int]] = {name: [] for name in targets}
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set() and any(not pids for pids in killed.values()):
-            for proc in psutil.process_iter(["pid", "cmdline"]):
-                title = " ".join(proc.info["cmdline"] or [])
-                for name, phase in targets.items():
-                    if killed[name] or f"ray::{name}" not in title.split(" ·")[0].split():
-                        continue
-                    if (LATENCY in title) == (phase == "latency"):
-                        try:
-                            proc.send_signal(signal.SIGKILL)
-                            killed[name].append(proc.info["pid"])
-                        except psutil.Error:
-                            pass
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        yield killed
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _search_more(run: Path, n_trials: int, *extra: str) -> tuple[int, str]:
