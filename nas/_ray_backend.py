@@ -168,25 +168,7 @@ def ray_session(config: RayConfig) -> Iterator[RaySessionInfo]:
     os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     note = ""
     if config.address is None:
-        port = config.dashboard_port
-        if config.dashboard and not port_is_free(config.dashboard_host, port):
-            port = free_port(config.dashboard_host)
-            note = (f"dashboard port {config.dashboard_port} on {config.dashboard_host} is in "
-                    f"use (another search on this host?): the Ray dashboard uses port {port} "
-                    "instead; set ray.dashboard_port to choose one")
-        with contextlib.suppress(OSError):  # a read-only home: Ray's own handling then
-            private_auth_token()
-        with _node_ip(config.node_ip_address):
-            context = ray.init(
-                num_cpus=config.num_cpus,
-                include_dashboard=config.dashboard,
-                dashboard_host=config.dashboard_host,
-                dashboard_port=port,
-                object_store_memory=config.object_store_memory_mb * 2**20,
-                logging_level=logging.WARNING,
-                log_to_driver=False,
-                _node_ip_address=config.node_ip_address,
-            )
+        context, note = _start_local(config)
     else:
         context = ray.init(address=config.address, logging_level=logging.WARNING, log_to_driver=False)
     try:
@@ -194,6 +176,50 @@ def ray_session(config: RayConfig) -> Iterator[RaySessionInfo]:
                              note)
     finally:
         ray.shutdown()
+
+
+#: a dashboard port taken between the check and Ray's bind (two searches started at once)
+#: is replaced this many times before Ray's error stands
+_PORT_RACE_RETRIES = 3
+
+
+def _start_local(config: RayConfig) -> tuple[Any, str]:
+    """Starts a local Ray for ``config``; returns its context and a note on what changed
+    from the config (a busy dashboard port replaced by a free one, or ``""``)."""
+    port, note = config.dashboard_port, ""
+
+    def replace_port() -> None:
+        nonlocal port, note
+        port = free_port(config.dashboard_host)
+        note = (f"dashboard port {config.dashboard_port} on {config.dashboard_host} is in "
+                f"use (another search on this host?): the Ray dashboard uses port {port} "
+                "instead; set ray.dashboard_port to choose one")
+
+    if config.dashboard and not port_is_free(config.dashboard_host, port):
+        replace_port()
+    with contextlib.suppress(OSError):  # a read-only home: Ray's own handling then
+        private_auth_token()
+    retries = 0
+    while True:
+        try:
+            with _node_ip(config.node_ip_address):
+                return ray.init(
+                    num_cpus=config.num_cpus,
+                    include_dashboard=config.dashboard,
+                    dashboard_host=config.dashboard_host,
+                    dashboard_port=port,
+                    object_store_memory=config.object_store_memory_mb * 2**20,
+                    logging_level=logging.WARNING,
+                    log_to_driver=False,
+                    _node_ip_address=config.node_ip_address,
+                ), note
+        except ValueError as exc:  # Ray checks the port before it starts anything
+            if not config.dashboard or "already occupied" not in str(exc) \
+                    or retries == _PORT_RACE_RETRIES:
+                raise
+            retries += 1
+            ray.shutdown()
+            replace_port()
 
 
 def _dashboard_url() -> str | None:

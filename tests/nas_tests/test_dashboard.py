@@ -54,3 +54,23 @@ def test_a_busy_dashboard_port_is_replaced_by_a_free_one_and_said_so() -> None:
             assert f"dashboard port {port} on 127.0.0.1 is in use" in info.note
             assert f"uses port {used} instead" in info.note and "ray.dashboard_port" in info.note
             assert get(f"http://127.0.0.1:{used}/api/version") in (200, 401, 403)
+
+
+def test_a_port_taken_after_the_check_is_replaced_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two searches started at once may both find the port free; the one whose Ray then
+    cannot bind it takes a free port instead of failing (the check is made to miss the
+    holder here, as it would in that race)."""
+    import socket
+
+    import nas._ray_backend
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        monkeypatch.setattr(nas._ray_backend, "port_is_free", lambda host, port: True)
+        with ray_session(RayConfig(dashboard=True, dashboard_port=port, num_cpus=1)) as info:
+            assert info.dashboard_url is not None
+            used = int(info.dashboard_url.rsplit(":", 1)[1])
+            assert used != port and f"uses port {used} instead" in info.note
+            assert get(f"http://127.0.0.1:{used}/api/version") in (200, 401, 403)
