@@ -6,9 +6,11 @@ or ``journal:PATH`` (Optuna's JournalStorage, an append-only file for shared fil
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib.util
 import os
+from collections.abc import Iterator
 
 import optuna
 
@@ -104,7 +106,8 @@ def _open(url: str, *, read_only: bool = False) -> optuna.storages.BaseStorage:
             engine["connect_args"] = {"options": "-c default_transaction_read_only=on"}
             return rdb(url, engine_kwargs=engine, skip_table_creation=True,
                        skip_compatibility_check=True)
-        return rdb(url, engine_kwargs=engine)
+        with _schema_lock(url):
+            return rdb(url, engine_kwargs=engine)
     except OSError as exc:
         raise StorageError(f"search.storage {redacted(url)}: cannot open the journal file "
                            f"({exc.strerror or exc}); check the path and its permissions") from exc
@@ -117,6 +120,37 @@ def _open(url: str, *, read_only: bool = False) -> optuna.storages.BaseStorage:
         raise StorageError(f"search.storage {redacted(url)}: cannot open the study's database "
                            f"({first}); check that the server runs and accepts this user, "
                            "or choose another search.storage") from exc
+
+
+#: the PostgreSQL advisory lock under which a driver creates (or checks) Optuna's tables
+_SCHEMA_LOCK_KEY = int.from_bytes(b"hwnas-db", "big") >> 1
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """Holds a PostgreSQL advisory lock for the block: drivers started together on an empty
+    database would otherwise all create Optuna's tables and types at once, and all but one
+    fail on a duplicate. The lock ends with its session, however the process ends.
+
+    Raises:
+        sqlalchemy.exc.OperationalError: the server cannot be reached.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"),
+                                   {"key": _SCHEMA_LOCK_KEY})
+                connection.commit()
+    finally:
+        engine.dispose()
 
 
 def is_shared(url: str) -> bool:

@@ -115,6 +115,34 @@ def test_two_drivers_asking_at_once_never_share_a_trial_number(shared_url: str) 
     assert all(t.state.name == "COMPLETE" for t in study.trials)
 
 
+def _open_when_told(url: str, go: object, queue: multiprocessing.Queue) -> None:
+    go.wait()  # type: ignore[attr-defined]
+    try:
+        study = open_study(url, "raced", OBJECTIVES)
+        queue.put(study.study_name)
+    except Exception as exc:  # noqa: BLE001 - what failed goes back to the test
+        queue.put(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_drivers_starting_at_once_on_an_empty_database_all_open_it(postgres_db: str,
+                                                                    round_: int) -> None:
+    """Machines starting a shared search together race to create Optuna's tables in an
+    empty database: every one opens the study (one creates the tables, the others wait)."""
+    context = multiprocessing.get_context("spawn")
+    go, queue = context.Event(), context.Queue()
+    workers = [context.Process(target=_open_when_told, args=(postgres_db, go, queue))
+               for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    time.sleep(3)  # every process imported and waits
+    go.set()
+    results = [queue.get(timeout=300) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert results == ["raced"] * 4, results
+
+
 def _search(run: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return run_nas("search", str(QUICKSTART), "--run-dir", str(run), *TINY_RUN,
                    "--set", f"search.storage={url}", "--set", "compress.enabled=false",
