@@ -123,7 +123,8 @@ class CompressStage(Stage):
         run.write_frame(run.compression, rows)
         deployed = deployed_front(rows)
         run.write_frame(run.deployed_pareto, deployed)
-        run.mark_done(self.name, settings=digest, models=len(chosen), seconds=seconds)
+        run.mark_done(self.name, artifacts=[run.deployed_pareto], settings=digest,
+                      models=len(chosen), seconds=seconds)
         ctx.console.print(compression_table(rows))
         ctx.console.print(f"deployed front: {len(deployed)} models -> {run.deployed_pareto.name}")
 
@@ -193,6 +194,9 @@ def read_pareto(run: RunDir) -> pd.DataFrame:
         raise RunDirError(_derived_damaged(run, run.pareto, exc)) from exc
     if not {"number", "arch", "latency_ms", "accuracy"} <= set(pareto.columns):
         raise RunDirError(_derived_damaged(run, run.pareto, "columns missing"))
+    if run.pareto.name in run.damaged_artifacts("pareto"):  # e.g. cut at a row's end
+        raise RunDirError(_derived_damaged(run, run.pareto, "its checksum differs from the "
+                                           "one recorded when it was written"))
     return pareto
 
 

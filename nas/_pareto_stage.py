@@ -28,7 +28,8 @@ class ParetoStage(Stage):
         front = front.sort_values(names[::-1]).reset_index(drop=True)
         run.write_frame(run.pareto, front)
         doubtful = unreliable_trials(trials)
-        run.mark_done(self.name, models=len(front), unreliable=len(doubtful),
+        run.mark_done(self.name, artifacts=[run.pareto], models=len(front),
+                      unreliable=len(doubtful),
                       seconds=time.perf_counter() - start)
         ctx.console.print(pareto_table(front, ctx.spec.search.constraints, ctx.space))
         if len(doubtful):

@@ -221,6 +221,24 @@ def _latency_rows(path: Path, mode: str) -> list[tuple[str, str]]:
         db.close()
 
 
+def _check_recorded_tables(root: Path, stages: dict[str, Any]) -> None:
+    """Checks the tables whose stage recorded their checksum (``pareto.csv``,
+    ``deployed_pareto.csv``): a CSV cut at a row's end still parses, with rows lost.
+
+    Raises:
+        ReportError: a table no longer has its recorded checksum, naming it and the
+            command that writes it again.
+    """
+    for stage in ("pareto", "compress"):
+        recorded = (stages.get(stage) or {}).get("artifacts") or {}
+        for name in mismatched(root, dict(recorded)):
+            path = root / name
+            if path.exists():  # a missing table is told as missing where it is read
+                how = _REWRITTEN_BY.get(path.name, "write it again").replace("RUN_DIR", str(root))
+                raise ReportError(f"{path}: damaged (its checksum differs from the one recorded "
+                                  f"when it was written); {how}")
+
+
 def load_run(root: Path, label: str | None = None) -> RunData:
     """Returns the run in ``root`` read for the report.
 
@@ -262,6 +280,7 @@ def load_run(root: Path, label: str | None = None) -> RunData:
         )
     verify_models(root, compression, deployed)
     stages = _read_record(root / "stages.json")
+    _check_recorded_tables(root, stages)
     environment = _read_record(root / "environment.json")
     if not environment:
         missing["environment"] = "environment.json is missing (a run from before it was recorded)"

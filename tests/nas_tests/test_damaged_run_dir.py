@@ -171,11 +171,12 @@ def outcome(name: str, command: str, status: int, out: str, damaged: bytes, path
     if status != 0:
         return f"FAILED: exit {status}"
     still = path.exists() and path.read_bytes() == damaged
-    if sound(path, run):
-        return "unharmed" if still else "recomputed"
     if still and command in NOT_READ.get(name, ()):
         return "not read"
-    return "FAILED: exit 0, the file still damaged"
+    if not still and sound(path, run):
+        return "recomputed"
+    # a damaged file that still parses (a CSV cut at a row's end) must not pass for whole
+    return "FAILED: exit 0, the damaged file used as it is"
 
 
 @pytest.mark.parametrize(("target", "how", "command"), CASES,
@@ -220,3 +221,23 @@ def test_a_resumed_finished_search_does_not_start_ray(
     assert status == 0, out[-4000:]
     assert "trials already finished, skipped" in out and "models already compressed" in out
     assert "Ray dashboard" not in out and not ray.is_initialized()
+
+
+@pytest.mark.parametrize(("table", "command"), [("pareto.csv", "compress"),
+                                                ("pareto.csv", "report"),
+                                                ("deployed_pareto.csv", "report")])
+def test_a_table_cut_at_a_row_end_is_refused(
+    copy_run: Callable[[str], Path], capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, table: str, command: str,
+) -> None:
+    """A CSV cut where a row ends still parses, with rows lost: its recorded checksum tells
+    (the front would otherwise be compressed, or shown, without them)."""
+    monkeypatch.setenv("COLUMNS", "400")
+    run = copy_run("run")
+    lines = (run / table).read_text(encoding="utf-8").splitlines(keepends=True)
+    (run / table).write_text("".join(lines[:max(1, len(lines) - 1)]), encoding="utf-8")
+    status = main(command_line(command, run))
+    out = " ".join(capsys.readouterr().out.split())
+    assert status == 2, out[-3000:]
+    assert f"{run / table}: damaged" in out and "checksum differs" in out
+    assert "`nas search`" in out or "`nas compress" in out
