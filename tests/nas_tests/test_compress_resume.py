@@ -33,6 +33,10 @@ def two_model_front(run: Path) -> list[str]:
     front = pd.concat([pareto, extra.head(1)], ignore_index=True)
     assert front["arch"].nunique() == 2
     front.to_csv(run / "pareto.csv", index=False)
+    rundir = RunDir(run)  # record the new table's checksum, as the pareto stage would
+    info = {k: v for k, v in rundir.done_stages()["pareto"].items()
+            if k not in ("finished_at", "artifacts")}
+    rundir.mark_done("pareto", artifacts=[rundir.pareto], **{**info, "models": len(front)})
     return [f"trial_{n}" for n in front.sort_values("latency_ms")["number"]]
 
 
