@@ -10,6 +10,8 @@ import logging
 import os
 import re
 import secrets
+import signal
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -381,6 +383,23 @@ def nas_trial(config: Mapping[str, Any], evaluator: TrialEvaluator) -> None:
         tune.report({**metrics, "done": True, "node": node})
 
 
+@contextlib.contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """Puts back the SIGINT and SIGUSR1 handlers the block found. Ray Tune installs its own
+    for a run and restores the previous one only after it has caught a signal, so without
+    this the first Ctrl-C after the search (while compressing, in the same process) would
+    reach Tune's stale handler and be swallowed."""
+    if threading.current_thread() is not threading.main_thread():  # Tune installs none there
+        yield
+        return
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            signal.signal(sig, handler)
+
+
 def run_tune(
     *,
     evaluator: TrialEvaluator,
@@ -419,4 +438,5 @@ def run_tune(
             callbacks=[failures] if failures is not None else None,
         ),
     )
-    tuner.fit()
+    with _signal_handlers_kept():
+        tuner.fit()

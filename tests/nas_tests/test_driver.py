@@ -4,6 +4,7 @@ PostgreSQL server (shared: there, only trials whose driver is gone are closed)."
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -91,6 +92,22 @@ class TitleEvaluator(ToyEvaluator):
 
         (self.folder / f"{arch['a']}-{arch['b']}.txt").write_text(" ".join(psutil.Process().cmdline()))
         return {"accuracy": 0.5, "latency_ms": 1.0}
+
+
+def test_ctrl_c_after_the_search_reaches_the_handler_it_had_before(ray_local,
+                                                                  tmp_path: Path) -> None:
+    """Ray Tune leaves its own SIGINT handler behind after a run: the first Ctrl-C while the
+    same process compresses would be swallowed by it."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGUSR1)
+    adapter = adapter_for(f"sqlite:///{tmp_path / 's.db'}", "toy",
+                          make_sampler("random", seed=1, objectives=OBJECTIVES))
+    outcome = run_search(adapter, ToyEvaluator(), n_trials=2, max_concurrent=1,
+                         resources={"CPU": 1}, tune_dir=tmp_path / "tune", name="toy")
+    assert outcome.trials_run == 2
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGUSR1)) == before
+    with pytest.raises(KeyboardInterrupt):  # Python's own handler: Ctrl-C stops the process
+        signal.raise_signal(signal.SIGINT)
+        time.sleep(1)
 
 
 def test_trial_workers_carry_the_trial_name_in_their_process_title(ray_local, tmp_path: Path) -> None:
