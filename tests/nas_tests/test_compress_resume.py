@@ -26,11 +26,11 @@ RESTART = ["--set", "compress.top_k=0", "--set", "compress.calibration_batches=4
 
 
 def two_model_front(run: Path) -> list[str]:
-    """Makes ``pareto.csv`` a front of two models (the tiny search's front may hold one) and
-    returns their ids in compression order."""
+    """Makes ``pareto.csv`` a front of exactly two models (the tiny search's front may hold one,
+    two or more) and returns their ids in compression order."""
     pareto, trials = pd.read_csv(run / "pareto.csv"), pd.read_parquet(run / "trials.parquet")
     extra = trials[(trials["state"] == "COMPLETE") & ~trials["arch"].isin(pareto["arch"])]
-    front = pd.concat([pareto, extra.head(1)], ignore_index=True)
+    front = pd.concat([pareto, extra], ignore_index=True).head(2)
     assert front["arch"].nunique() == 2
     front.to_csv(run / "pareto.csv", index=False)
     rundir = RunDir(run)  # record the new table's checksum, as the pareto stage would
