@@ -80,6 +80,8 @@ class PrunedStage(CompressionStage):
         }
         if result.latency_before_ms is not None and result.latency_after_ms:
             info["pruning_speedup"] = round(result.latency_before_ms / result.latency_after_ms, 3)
+        if result.speedup_side_by_side is not None:
+            info["speedup_side_by_side"] = round(result.speedup_side_by_side, 3)
         if result.note:
             info["note"] = result.note
         return StageOutput(

@@ -54,6 +54,10 @@ UNRELIABLE_REMEASURES = 2
 # A latency step that costs more accuracy than allowed is tried again with a smaller cut
 # (half the way), at most this many times, before pruning stops there.
 STEP_RETRIES = 2
+# A speed-up target counts when it holds measured beside the unpruned model, in this many
+# interleaved rounds; short of it, pruning goes on by the gap at most this many more steps.
+CONFIRM_ROUNDS = 3
+CONFIRMATIONS = 2
 # torch-pruning removes channels in small increments of the initial widths (local pruning:
 # every layer loses the same fraction); the loop stops as soon as a MACs goal is met.
 _MAX_CHANNEL_RATIO = 0.95
@@ -84,6 +88,8 @@ class LatencyTarget:
         speedup: The measured speed-up to reach; exclusive with ``latency_ms``.
         latency_ms: The absolute median latency to reach.
         table: The layer latency table; by default one on the meter's profile, cache and lock.
+        confirmations: A speed-up counts once it holds measured beside the unpruned model;
+            short of it, pruning goes on by the gap at most this many more steps.
     """
 
     meter: LatencyMeter
@@ -91,6 +97,7 @@ class LatencyTarget:
     speedup: float | None = None
     latency_ms: float | None = None
     table: LayerLatencyTable | None = None
+    confirmations: int = CONFIRMATIONS
 
     def __post_init__(self) -> None:
         if (self.speedup is None) == (self.latency_ms is None):
@@ -99,6 +106,8 @@ class LatencyTarget:
             raise ValueError(f"compress.prune.speedup: must be > 1, got {self.speedup}")
         if self.latency_ms is not None and not self.latency_ms > 0:
             raise ValueError(f"compress.prune.latency_ms: must be > 0, got {self.latency_ms}")
+        if self.confirmations < 0:
+            raise ValueError(f"confirmations: must be >= 0, got {self.confirmations}")
 
     def goal_ms(self, base_ms: float) -> float:
         """Returns the latency to reach from a measured ``base_ms``."""
@@ -139,6 +148,8 @@ class PruneResult:
     history: list[list[Any]]
     target_met: bool = True
     note: str = ""  # why pruning stopped short of the target, when it did
+    # a speed-up target: unpruned over pruned latency, measured in interleaved rounds
+    speedup_side_by_side: float | None = None
 
     @property
     def plan(self) -> dict[str, Any]:
@@ -148,6 +159,7 @@ class PruneResult:
             "target": self.target,
             "target_met": self.target_met,
             "note": self.note,
+            "speedup_side_by_side": self.speedup_side_by_side,
             "before": {"macs": self.macs_before, "params": self.params_before,
                        "latency_ms": self.latency_before_ms},
             "after": {"macs": self.macs_after, "params": self.params_after,
@@ -266,7 +278,9 @@ def prune(
 
     Each step has a geometrically spaced goal (the same MACs or latency factor per step).
     A ``LatencyTarget`` is pursued by measurement (see :class:`LatencyAwarePruner`); when
-    no cut saves time any more, pruning stops short and the result says why. After every
+    no cut saves time any more, pruning stops short and the result says why. A speed-up
+    reached counts once it holds measured beside ``model`` in interleaved rounds; short of
+    it, up to ``target.confirmations`` more steps prune on by the gap. After every
     step, ``finetune(model, step)`` may train the pruned copy; with ``validate`` (accuracy
     on held-out data) a step that loses more than ``max_accuracy_drop`` points against the
     unpruned model is undone; a latency step is then tried again with smaller cuts
@@ -315,8 +329,8 @@ def prune(
         result = _prune_macs(pruned, example_inputs, target, criterion, ignored, round_to,
                              calibration, iterations, finetune, guard)
     else:
-        result = _prune_latency(pruned, example_inputs, target, criterion, ignored, round_to,
-                                calibration, iterations, finetune, guard)
+        result = _prune_latency(model, pruned, example_inputs, target, criterion, ignored,
+                                round_to, calibration, iterations, finetune, guard)
     with torch.no_grad():
         new_shape = result.model(example_inputs).shape
     if new_shape != out_shape:
@@ -374,7 +388,7 @@ def _prune_macs(
 
 
 def _prune_latency(
-    pruned: nn.Module, example_inputs: torch.Tensor, target: LatencyTarget,
+    original: nn.Module, pruned: nn.Module, example_inputs: torch.Tensor, target: LatencyTarget,
     criterion: ImportanceCriterion, ignored: list[nn.Module], round_to: int | None,
     calibration: tuple[torch.Tensor, torch.Tensor] | None, iterations: int,
     finetune: Finetune | None, guard: _Guard,
@@ -415,14 +429,11 @@ def _prune_latency(
     steps: list[PruneStep] = []
     note = ""
     latency = base_ms
-    if base_ms <= final_ms:
-        note = (f"the model already runs in {base_ms:.4f} ms on profile {profile.name!r}, "
-                f"within the {final_ms:.4f} ms target")
-        iterations = 0
-    for i in range(iterations):
-        goal = base_ms * (final_ms / base_ms) ** ((i + 1) / iterations)
-        if latency <= goal:  # an earlier step's last cut went past this goal too
-            continue
+
+    def run_step(i: int, goal: float) -> bool:
+        """Prunes towards ``goal`` ms, fine-tunes and checks accuracy; a step that costs too
+        much is undone and tried again with smaller cuts. Returns whether pruning stops."""
+        nonlocal pruned, pruner, latency, note
         aim, undone, most = goal, "", math.inf
         for _ in range(1 + STEP_RETRIES):
             snapshot, history_len, before = copy.deepcopy(pruned), len(pruner.history), latency
@@ -437,7 +448,7 @@ def _prune_latency(
                 note = (f"step {i}: no cut of any group saves time on profile "
                         f"{profile.name!r} any more (reached {base_ms / latency:.2f}x of the "
                         f"{base_ms / final_ms:.2f}x asked)")
-                break
+                return True
             accuracy, undone = _finish_step(pruned, i, finetune, guard)
             steps.append(PruneStep(i, macs, params, base_macs / macs, math.nan, latency, aim,
                                    tuple(asdict(c) for c in cuts), accuracy))
@@ -454,16 +465,58 @@ def _prune_latency(
             logger.info("prune step %d: %s; trying a smaller cut, to %.4f ms", i, undone, aim)
         if undone:
             note = f"step {i}: {undone}, and so was each smaller cut tried"
+            return True
+        return bool(note)
+
+    if base_ms <= final_ms:
+        note = (f"the model already runs in {base_ms:.4f} ms on profile {profile.name!r}, "
+                f"within the {final_ms:.4f} ms target")
+        iterations = 0
+    for i in range(iterations):
+        goal = base_ms * (final_ms / base_ms) ** ((i + 1) / iterations)
+        if latency <= goal:  # an earlier step's last cut went past this goal too
+            continue
+        if run_step(i, goal) or latency <= final_ms:
             break
-        if note or latency <= final_ms:
-            break
+    side_by_side: float | None = None
+    if target.speedup is not None and iterations and not note and latency <= final_ms:
+        # The unpruned model was measured minutes before the pruned one, and a shared
+        # machine's speed drifts by more than a few percent in that time: a speed-up counts
+        # when it holds measured beside the unpruned model. Short of it, prune on by the gap.
+        for extra in range(1 + target.confirmations):
+            side_by_side = _speedup_side_by_side(meter, original, pruned, target.input_shape)
+            if side_by_side >= target.speedup or extra == target.confirmations:
+                break
+            goal = latency * side_by_side / target.speedup
+            logger.info("prune: measured beside the unpruned model the speed-up is %.2fx, "
+                        "short of %.2fx; pruning on to %.4f ms", side_by_side, target.speedup,
+                        goal)
+            if run_step(iterations + extra, goal):
+                side_by_side = _speedup_side_by_side(meter, original, pruned,
+                                                     target.input_shape)
+                break
+        if side_by_side < target.speedup and not note:
+            note = (f"measured beside the unpruned model, {side_by_side:.2f}x of the "
+                    f"{target.speedup:.2f}x asked")
     if not note and latency > final_ms:
         note = (f"reached {base_ms / latency:.2f}x of the {base_ms / final_ms:.2f}x asked: the "
                 f"remaining cuts save too little time on profile {profile.name!r}")
+    met = latency <= final_ms if side_by_side is None else side_by_side >= (target.speedup or 0)
     return PruneResult(
         model=pruned.eval(), importance=criterion.name, target=_target_dict(target),
         macs_before=base_macs, macs_after=count_macs(pruned, shape), params_before=base_params,
         params_after=count_params(pruned), latency_before_ms=base_ms, latency_after_ms=latency,
-        steps=tuple(steps), target_met=latency <= final_ms, note=note,
+        steps=tuple(steps), target_met=met, note=note, speedup_side_by_side=side_by_side,
         history=json.loads(json.dumps(pruner.history)),
     )
+
+
+def _speedup_side_by_side(meter: LatencyMeter, original: nn.Module, pruned: nn.Module,
+                          input_shape: tuple[int, ...]) -> float:
+    """Returns the unpruned over the pruned model's median latency, measured in interleaved
+    rounds (see :meth:`LatencyMeter.measure_side_by_side`)."""
+    before, after = meter.measure_side_by_side([original, pruned], input_shape,
+                                               rounds=CONFIRM_ROUNDS)
+    logger.info("prune: side by side, unpruned %.4f ms, pruned %.4f ms (%.2fx)",
+                before.median_ms, after.median_ms, before.median_ms / after.median_ms)
+    return before.median_ms / after.median_ms
