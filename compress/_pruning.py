@@ -483,17 +483,17 @@ def _prune_latency(
         # The unpruned model was measured minutes before the pruned one, and a shared
         # machine's speed drifts by more than a few percent in that time: a speed-up counts
         # when it holds measured beside the unpruned model. Short of it, prune on by the gap.
-        for extra in range(1 + target.confirmations):
-            side_by_side = _speedup_side_by_side(meter, original, pruned, target.input_shape)
-            if side_by_side >= target.speedup or extra == target.confirmations:
+        side_by_side = _speedup_side_by_side(meter, original, pruned, target.input_shape)
+        for extra in range(target.confirmations):
+            if side_by_side >= target.speedup:
                 break
             goal = latency * side_by_side / target.speedup
             logger.info("prune: measured beside the unpruned model the speed-up is %.2fx, "
                         "short of %.2fx; pruning on to %.4f ms", side_by_side, target.speedup,
                         goal)
-            if run_step(iterations + extra, goal):
-                side_by_side = _speedup_side_by_side(meter, original, pruned,
-                                                     target.input_shape)
+            stop = run_step(iterations + extra, goal)
+            side_by_side = _speedup_side_by_side(meter, original, pruned, target.input_shape)
+            if stop:
                 break
         if side_by_side < target.speedup and not note:
             note = (f"measured beside the unpruned model, {side_by_side:.2f}x of the "
