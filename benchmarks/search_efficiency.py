@@ -7,7 +7,9 @@ Two problems whose every architecture is known, so the true Pareto front is exac
     recalibration, validation accuracy, latency measured on the cpu profile); the
     samplers then search that table.
 (b) ``nb201``: NAS-Bench-201 x HW-NAS-Bench (a test accuracy column vs a device's
-    latency), read from the CSV whose path you give.
+    latency), read from the CSV whose path you give. Its space is a ``CellSpace``, which
+    declares each cell's structure (live edges per op, depth) for a surrogate to learn
+    from; ``--no-cell-features`` makes it a plain table of six choices.
 
 Both go through the product's search driver (Ray Tune trials, Optuna study, the sampler
 as ``search.sampler`` builds it, never proposing an arch twice) with a
@@ -47,11 +49,10 @@ from nas._config import RayConfig
 from nas._driver import run_search
 from nas._ray_backend import ray_session
 from pareto import hypervolume, normalized, pareto_mask
-from search_spaces import ChoiceSpace, TableSpace, get_search_space
+from search_spaces import CellSpace, ChoiceSpace, TableSpace, get_search_space
 
 OBJECTIVES = Objectives({"accuracy": "max", "latency_ms": "min"}, {})
 DIRECTIONS = ["max", "min"]
-NB201_OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
 SMALL_MOBILENET = {
     "stage_channels": [16, 32], "stage_strides": [2, 2], "use_se": [False, True],
     "activations": ["relu", "hardswish"], "depths": [1, 2], "kernel_sizes": [3, 5],
@@ -99,7 +100,10 @@ class Problem:
         return hypervolume(scaled, ["min", "min"], [1.1, 1.1])
 
 
-def nb201_problem(csv: Path, device: str, accuracy: str = "cifar10") -> Problem:
+def nb201_problem(csv: Path, device: str, accuracy: str = "cifar10",
+                  features: bool = True) -> Problem:
+    """Returns the NB201 problem; the space declares its cells' structure unless
+    ``features`` is False (then it is a plain table of six choices)."""
     frame = pd.read_csv(csv)
     ops = [f"op_{i}" for i in range(6)]
     column = f"{accuracy}_test_acc"
@@ -110,7 +114,9 @@ def nb201_problem(csv: Path, device: str, accuracy: str = "cifar10") -> Problem:
     losses = np.column_stack([1 - front[:, 0] / 100, front[:, 1] / values[:, 1].max()])
     print(f"nb201 {device} {accuracy}: published-normalisation hypervolume of the exact front "
           f"{hypervolume(losses, ['min', 'min'], [1.0, 1.0]):.6f} ({len(front)} archs)")
-    return Problem(f"nb201-{device}-{accuracy}", TableSpace("nb201", {op: NB201_OPS for op in ops}), table)
+    cells = CellSpace.nas_bench_201()
+    space = cells if features else TableSpace("nb201", cells.choices())
+    return Problem(f"nb201-{device}-{accuracy}", space, table)
 
 
 def mobilenet_problem(cache: Path, epochs: int) -> Problem:
@@ -174,6 +180,9 @@ def main() -> int:
     parser.add_argument("--accuracy", default="cifar10", choices=["cifar10", "cifar100", "imagenet16"],
                         help="nb201's test-accuracy column")
     parser.add_argument("--problems", default="mobilenet,nb201")
+    parser.add_argument("--no-cell-features", action="store_true",
+                        help="nb201 as a plain table: the space declares no structure (live "
+                             "edges, depth) for a surrogate to learn from")
     parser.add_argument("--trials", default="100", help="N for nb201, comma-separated (25,50,100,200)")
     parser.add_argument("--mobilenet-trials", type=int, default=40, help="N for mobilenet (of 400)")
     parser.add_argument("--seeds", type=int, default=5)
@@ -192,7 +201,8 @@ def main() -> int:
         elif name == "nb201":
             if args.nb201 is None:
                 parser.error("--nb201 PATH is needed for the nb201 problem")
-            nb201 = nb201_problem(args.nb201, args.device, args.accuracy)
+            nb201 = nb201_problem(args.nb201, args.device, args.accuracy,
+                                  features=not args.no_cell_features)
             problems += [(nb201, int(n)) for n in args.trials.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp, ray_session(RayConfig(dashboard=False)):

@@ -17,6 +17,7 @@ from search_spaces import mobilenet_elastic as _mobilenet_elastic  # noqa: F401
 from search_spaces import resnet_elastic as _resnet_elastic  # noqa: F401
 from search_spaces._arch import Arch, ArchValue
 from search_spaces._base import ChoiceSpace, SearchSpace, SearchSpaceError, Supernet
+from search_spaces._cell import CellSpace
 from search_spaces._registry import (
     get_search_space,
     get_search_space_options,
@@ -30,6 +31,7 @@ from search_spaces.resnet_elastic import ResNetElasticOptions
 __all__ = [
     "Arch",
     "ArchValue",
+    "CellSpace",
     "ChoiceSpace",
     "MobileNetElasticOptions",
     "ResNetElasticOptions",
