@@ -181,6 +181,8 @@ def test_search_on_an_unseen_npz_dataset_with_only_data_changed(tmp_path: Path) 
     # alone classifies the raw images
     import onnxruntime as ort
 
+    from evaluators._splits import split_indices
+
     model_dir = next((run / "models").iterdir())
     shipped = json.loads((model_dir / "deployed.json").read_text())
     proto = onnx.load(run / "models" / shipped["artifact"])
@@ -194,9 +196,16 @@ def test_search_on_an_unseen_npz_dataset_with_only_data_changed(tmp_path: Path) 
     name = session.get_inputs()[0].name
     predicted = [meta["classes"][int(session.run(None, {name: img[None]})[0].argmax())] for img in inputs]
     truth = [["horizontal", "vertical", "noise"][i] for i in y]
-    hits = sum(p == t for p, t in zip(predicted, truth)) / len(truth)
+    hit = np.array([p == t for p, t in zip(predicted, truth)])
+    # on the run's own test images the file alone scores what the pipeline recorded for it
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    _, _, test = split_indices(y, val_fraction=resolved["data"]["val_fraction"],
+                               test_fraction=resolved["data"]["test_fraction"],
+                               seed=resolved["experiment"]["seed"])
     recorded = shipped["accuracy"]
-    assert recorded > 0.9 and hits > 0.9, (recorded, hits)  # bars are easy; chance is 1/3
+    assert abs(hit[test].mean() - recorded) <= 1.5 / len(test), (recorded, hit[test].mean())
+    # bars are easy (chance is 1/3): the model learnt them, within the 5-point budget
+    assert recorded > 0.8 and hit.mean() > 0.75, (recorded, hit.mean())
 
 
 def test_ctrl_c_leaves_a_truthful_study_and_the_run_resumes(tmp_path: Path) -> None:
