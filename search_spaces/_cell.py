@@ -58,6 +58,7 @@ class CellSpace(TableSpace):
         self.none = none
         self.weighted = frozenset(weighted)
         self.output = max(t for _, t in self.edges)
+        self._scale = float(self._longest_path())
 
     @classmethod
     def nas_bench_201(cls, name: str = "nb201") -> CellSpace:
@@ -95,7 +96,7 @@ class CellSpace(TableSpace):
         """
         live = self.live_edges(params)
         ops = [params[f"op_{i}"] for i in range(len(self.edges))]
-        scale = float(self._longest_path())
+        scale = self._scale
         counts = [sum(1 for op, on in zip(ops, live) if on and op == name) / scale
                   for name in self.ops if name != self.none]
         depth: dict[int, int] = {0: 0}
