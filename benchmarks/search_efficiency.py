@@ -19,6 +19,10 @@ scaled to the true front's ideal-nadir box and the reference point is 1.1 in eve
 scaled objective. The last columns are the median time the sampler took to propose a
 trial and the median wall time per trial.
 
+Several N (``--trials 25,50,100,200``) come from one search of the largest N per seed:
+no sampler is told N, so a search's first N trials are what a search of N trials
+proposes (exactly so with ``--max-concurrent 1``).
+
     python benchmarks/search_efficiency.py --nb201 path/to/nb201_hw.csv --trials 25,50,100 --seeds 5
 """
 
@@ -150,10 +154,12 @@ def mobilenet_problem(cache: Path, epochs: int) -> Problem:
     return Problem("mobilenet-400", space, table)
 
 
-def run_once(problem: Problem, sampler: dict, seed: int, trials: int, workdir: Path,
-             concurrent: int) -> tuple[float, float, float]:
-    """Returns (hypervolume fraction, median seconds per proposal, seconds per trial) of
-    one search."""
+def run_once(problem: Problem, sampler: dict, seed: int, checkpoints: list[int], workdir: Path,
+             concurrent: int) -> list[tuple[float, float, float]]:
+    """Runs one search of ``max(checkpoints)`` trials and returns, per checkpoint N, the
+    hypervolume fraction of its first N trials (by trial number), the median seconds the
+    sampler took per proposal over them and their wall seconds per trial (first start to
+    N-th finish, over N)."""
     options = dict(sampler)
     name = options.pop("name")
     path = workdir / f"{problem.name}-{name}-{seed}-{time.time_ns()}.db"
@@ -164,13 +170,19 @@ def run_once(problem: Problem, sampler: dict, seed: int, trials: int, workdir: P
                      max_concurrent=concurrent, **options),
     )
     adapter = TimedAdapter(study, problem.space, OBJECTIVES)
-    outcome = run_search(
-        adapter, problem.table, n_trials=trials, max_concurrent=concurrent,
+    run_search(
+        adapter, problem.table, n_trials=max(checkpoints), max_concurrent=concurrent,
         resources={"CPU": 1}, tune_dir=workdir / "tune", name=f"{problem.name}-{seed}-{time.time_ns()}",
     )
-    done = [t.values for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
-    return (problem.hv(np.array(done)) / problem.true_hv, statistics.median(adapter.ask_seconds),
-            outcome.seconds / max(1, outcome.trials_run))
+    trials = sorted(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)),
+                    key=lambda t: t.number)
+    results = []
+    for n in checkpoints:
+        first = trials[:n]
+        wall = max(t.datetime_complete for t in first) - first[0].datetime_start
+        results.append((problem.hv(np.array([t.values for t in first])) / problem.true_hv,
+                        statistics.median(adapter.ask_seconds[:n]), wall.total_seconds() / len(first)))
+    return results
 
 
 def main() -> int:
@@ -193,31 +205,31 @@ def main() -> int:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    problems: list[tuple[Problem, int]] = []
+    problems: list[tuple[Problem, list[int]]] = []
     for name in args.problems.split(","):
         if name == "mobilenet":
             args.mobilenet_cache.parent.mkdir(parents=True, exist_ok=True)
-            problems.append((mobilenet_problem(args.mobilenet_cache, args.supernet_epochs), args.mobilenet_trials))
+            problems.append((mobilenet_problem(args.mobilenet_cache, args.supernet_epochs),
+                             [args.mobilenet_trials]))
         elif name == "nb201":
             if args.nb201 is None:
                 parser.error("--nb201 PATH is needed for the nb201 problem")
             nb201 = nb201_problem(args.nb201, args.device, args.accuracy,
                                   features=not args.no_cell_features)
-            problems += [(nb201, int(n)) for n in args.trials.split(",")]
+            problems.append((nb201, sorted(int(n) for n in args.trials.split(","))))
     rows = []
     with tempfile.TemporaryDirectory() as tmp, ray_session(RayConfig(dashboard=False)):
-        for problem, trials in problems:
+        for problem, checkpoints in problems:
             for label in args.samplers.split(","):
-                fractions, asks, per_trial = [], [], []
-                for seed in range(args.seeds):
-                    fraction, ask, seconds = run_once(problem, SAMPLERS[label], seed, trials, Path(tmp),
-                                                      args.max_concurrent)
-                    fractions.append(fraction)
-                    asks.append(ask)
-                    per_trial.append(seconds)
-                rows.append((problem.name, problem.front_size, trials, label, fractions,
-                             statistics.median(asks), statistics.median(per_trial)))
-                print(f"  {problem.name} N={trials} {label}: {statistics.fmean(fractions):.3f}", flush=True)
+                per_seed = [run_once(problem, SAMPLERS[label], seed, checkpoints, Path(tmp),
+                                     args.max_concurrent) for seed in range(args.seeds)]
+                for i, trials in enumerate(checkpoints):
+                    fractions = [runs[i][0] for runs in per_seed]
+                    rows.append((problem.name, problem.front_size, trials, label, fractions,
+                                 statistics.median(runs[i][1] for runs in per_seed),
+                                 statistics.median(runs[i][2] for runs in per_seed)))
+                    print(f"  {problem.name} N={trials} {label}: {statistics.fmean(fractions):.3f}",
+                          flush=True)
     print()
     print("| problem | true front archs | N | sampler | hypervolume fraction (mean ± sd over seeds) "
           "| per seed | s per proposal | s per trial |")
