@@ -14,7 +14,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.search_space import IntersectionSearchSpace
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
-from scipy.stats import norm, spearmanr
+from scipy.stats import norm
 
 from nas.samplers._acquisition import chebyshev_ei, ehvi_2d, expected_improvement
 from nas.samplers._encoding import CandidatePool, ChoiceEncoder, Features, row_keys
@@ -35,29 +35,6 @@ class _SpaceState:
     encoded: np.ndarray
     cheap: np.ndarray
     groups: list[list[int]]  # encoded columns sharing a length scale: one group per choice
-
-
-def _fit_in_better_scale(
-    x: np.ndarray, y: np.ndarray, seed: int | None, groups: list[list[int]], try_ranks: bool,
-) -> tuple[np.ndarray, Surrogate]:
-    """Returns the objective's values in the scale the surrogate is kept in, and that
-    surrogate: the plain values', or, when ``try_ranks`` and it orders the trials at least
-    as well when each is left out, the copula-transformed values'."""
-    plain = Surrogate(seed, groups).fit(x, y)
-    if not try_ranks:
-        return y, plain
-    warped = copula(y)
-    ranked = Surrogate(seed, groups).fit(x, warped)
-    if _loo_rank_correlation(ranked, warped) >= _loo_rank_correlation(plain, y):
-        return warped, ranked
-    return y, plain
-
-
-def _loo_rank_correlation(model: Surrogate, y: np.ndarray) -> float:
-    """Returns the Spearman correlation of the surrogate's leave-one-out means with ``y``
-    (-1 where it is undefined: constant values)."""
-    value = spearmanr(model.loo_mean(), y)[0]
-    return float(value) if np.isfinite(value) else -1.0
 
 
 class ModelBasedSampler(BaseSampler):
@@ -95,13 +72,9 @@ class ModelBasedSampler(BaseSampler):
         max_enumerate: The largest space used whole as the pool.
         pool_size: Random archs in the pool of a larger space.
         mc_samples: Monte Carlo draws where two uncertain objectives meet.
-        copula: For an objective no candidate knows, fit a second surrogate to the rank
-            of its values (mapped to normal quantiles) and keep whichever of the two
-            predicts the finished trials' order better when each is left out (rank
-            correlation of the leave-one-out means); the front is compared in the kept
-            scale. Ranks stop a few very bad archs (a cell whose edges are all cut trains
-            to chance) from flattening the differences among good ones; without such
-            archs, plain values keep near-ties among the best near each other.
+        copula: Model an objective no candidate knows by the rank of its values (mapped
+            to normal quantiles), not the values themselves, and compare the front in
+            that scale.
         constraints_func: Finished trial -> constraint values (<= 0 is met); defaults to
             the values set with ``Trial.set_constraint``.
         independent_sampler: Samples what the model does not (default: random).
@@ -277,8 +250,9 @@ class ModelBasedSampler(BaseSampler):
             if not needs_model:
                 believed_pending[:, k] = pending_cheap
                 continue
-            rank_scale = self._copula and unknown.all() and np.isnan(pending_cheap).all()
-            y[:, k], model = _fit_in_better_scale(x, y[:, k], seed, state.groups, rank_scale)
+            if self._copula and unknown.all() and np.isnan(pending_cheap).all():
+                y[:, k] = copula(observed_y[:, k])  # the front is compared in the same scale
+            model = Surrogate(seed, state.groups).fit(x, y[:, k])
             if len(pending_rows):
                 p_mean, _ = model.predict(x_pending)
                 believed_pending[:, k] = np.where(np.isnan(pending_cheap), p_mean, pending_cheap)

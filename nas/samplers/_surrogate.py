@@ -6,7 +6,6 @@ import warnings
 from collections.abc import Iterator
 
 import numpy as np
-from scipy.linalg import cho_solve
 from scipy.optimize import minimize
 from scipy.stats import norm, rankdata
 from sklearn.exceptions import ConvergenceWarning
@@ -139,15 +138,6 @@ class Surrogate:
         means, _ = self.predict(pending)
         believed._gp.fit(np.concatenate([x, pending]), np.concatenate([y, means]))
         return believed
-
-    def loo_mean(self) -> np.ndarray:
-        """Returns each training point's leave-one-out posterior mean (same kernel), in
-        closed form from the fitted Cholesky factor."""
-        assert self._gp is not None, "fit first"
-        gp = self._gp
-        inverse = cho_solve((gp.L_, True), np.eye(len(gp.L_)))
-        loo = gp.y_train_ - gp.alpha_ / np.diag(inverse)  # in the standardised scale
-        return np.asarray(loo, dtype=float) * float(gp._y_train_std) + float(gp._y_train_mean)
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Returns the posterior mean and standard deviation at ``x``."""
