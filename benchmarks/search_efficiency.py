@@ -180,8 +180,9 @@ def run_once(problem: Problem, sampler: dict, seed: int, checkpoints: list[int],
     for n in checkpoints:
         first = trials[:n]
         wall = max(t.datetime_complete for t in first) - first[0].datetime_start
-        results.append((problem.hv(np.array([t.values for t in first])) / problem.true_hv,
-                        statistics.median(adapter.ask_seconds[:n]), wall.total_seconds() / len(first)))
+        fraction = problem.hv(np.array([t.values for t in first])) / problem.true_hv
+        results.append((fraction, statistics.median(adapter.ask_seconds[:n]),
+                        wall.total_seconds() / len(first)))
     return results
 
 
