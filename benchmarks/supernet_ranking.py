@@ -163,6 +163,14 @@ def agreement(inherited: np.ndarray, standalone: np.ndarray, seed: int) -> dict[
     return out
 
 
+def reference_agreement(per_seed: np.ndarray, seed: int) -> dict[str, float] | None:
+    """Returns the agreement of the first two stand-alone seeds with each other (how well one
+    stand-alone run ranks another: the noise of the reference itself), or None with one seed."""
+    if len(per_seed) < 2:
+        return None
+    return agreement(per_seed[0], per_seed[1], seed)
+
+
 def load_data(args: argparse.Namespace, spec: RunSpec, out: Path) -> tuple[DataSplits, str]:
     """Returns the data splits and a key naming them (for the caches)."""
     d = spec.data
@@ -190,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a supernet recipe, name[:key=value,...]; repeat to compare (default: config)")
     parser.add_argument("--standalone-epochs", type=int, default=None,
                         help="epochs of each stand-alone subnet (default: the config's supernet epochs)")
+    parser.add_argument("--standalone-seeds", type=int, default=2,
+                        help="stand-alone runs per subnet, averaged; with 2 or more the runs' agreement "
+                             "with each other is reported as the reference's own noise (default 2)")
     parser.add_argument("--data", choices=("shapes", "config"), default="shapes",
                         help="synthetic shapes written here (default) or the config's data")
     parser.add_argument("--shapes-n", type=int, default=4000, help="images of the shapes set (default 4000)")
@@ -199,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.subnets < 4:
         parser.error("--subnets: at least 4 for a rank correlation")
+    if args.standalone_seeds < 1:
+        parser.error("--standalone-seeds: at least 1")
     console = Console()
     spec = load_config(args.config)
     out = args.out or Path("runs") / "supernet-ranking" / spec.experiment.name
@@ -213,26 +226,39 @@ def main(argv: list[str] | None = None) -> int:
     archs = spread_archs(space, data, args.subnets, seed)
     console.print(f"data {data_key}: {data.summary()}")
 
-    # stand-alone: the same recipe for every subnet (the first recipe's optimiser settings)
+    # stand-alone: the same recipe for every subnet (the first recipe's optimiser settings),
+    # trained once per seed; the reference is the mean over seeds
     epochs = args.standalone_epochs or recipes[0].supernet.epochs
     base = recipes[0].supernet
-    alone_key = hashlib.sha256(json.dumps(
-        [data_key, space_key, seed, epochs, base.lr, base.weight_decay, base.label_smoothing]
-    ).encode()).hexdigest()[:12]
-    alone_path = out / f"standalone-{alone_key}.json"
-    alone: dict[str, float] = json.loads(alone_path.read_text()) if alone_path.exists() else {}
+    seeds = [seed + i for i in range(args.standalone_seeds)]
+    runs: dict[int, dict[str, float]] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task(f"stand-alone, {epochs} epochs", total=len(archs),
-                                 completed=sum(a.key() in alone for a in archs))
-        for arch in archs:
-            if arch.key() in alone:
-                continue
-            alone[arch.key()] = train_standalone(space, arch, data, base, epochs=epochs,
-                                                 batch_size=batch_size, seed=seed)
-            atomic_write_text(alone_path, json.dumps(alone, indent=1))
-            progress.advance(task)
-    standalone = np.array([alone[a.key()] for a in archs])
+        task = progress.add_task(f"stand-alone, {epochs} epochs x {len(seeds)} seeds", total=len(archs) * len(seeds))
+        for run_seed in seeds:
+            alone_key = hashlib.sha256(json.dumps(
+                [data_key, space_key, run_seed, epochs, base.lr, base.weight_decay, base.label_smoothing]
+            ).encode()).hexdigest()[:12]
+            alone_path = out / f"standalone-{alone_key}.json"
+            alone = runs[run_seed] = json.loads(alone_path.read_text()) if alone_path.exists() else {}
+            progress.advance(task, sum(a.key() in alone for a in archs))
+            for arch in archs:
+                if arch.key() in alone:
+                    continue
+                alone[arch.key()] = train_standalone(space, arch, data, base, epochs=epochs,
+                                                     batch_size=batch_size, seed=run_seed)
+                atomic_write_text(alone_path, json.dumps(alone, indent=1))
+                progress.advance(task)
+    per_seed = np.array([[runs[s][a.key()] for a in archs] for s in seeds])
+    standalone = per_seed.mean(axis=0)
+    ceiling = reference_agreement(per_seed, seed)
+    if ceiling is not None:
+        console.print(
+            f"stand-alone runs against each other (the most a supernet can show against one run): "
+            f"Kendall tau {ceiling['kendall_tau']:.3f} [{ceiling['kendall_tau_low']:.2f}, "
+            f"{ceiling['kendall_tau_high']:.2f}], Spearman rho {ceiling['spearman_rho']:.3f}; "
+            f"spread of a subnet over seeds {np.std(per_seed, axis=0, ddof=1).mean():.3f} (mean sd)"
+        )
 
     results = []
     for recipe in recipes:
@@ -253,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                     optim=OptimConfig(lr=config.lr, weight_decay=config.weight_decay),
                     sandwich=SandwichConfig(random_subnets=config.random_subnets,
                                             temperature=config.distill_temperature,
+                                            distill_weight=config.distill_weight,
                                             label_smoothing=config.label_smoothing),
                     seed=seed, callbacks=[lambda epoch, loss: progress.update(task, completed=epoch + 1)],
                 )
@@ -270,8 +297,9 @@ def main(argv: list[str] | None = None) -> int:
             "recipe": recipe.name, "settings": {**recipe.supernet.model_dump(),
                                                 "recalibration_batches": recipe.recalibration_batches},
             "supernet_seconds": train_seconds, **agreement(inherited, standalone, seed),
-            "subnets": [{"arch": a.to_dict(), "standalone": float(s), "inherited": float(i)}
-                        for a, s, i in zip(archs, standalone, inherited, strict=True)],
+            "subnets": [{"arch": a.to_dict(), "standalone": float(s), "standalone_runs": runs_.tolist(),
+                         "inherited": float(i)}
+                        for a, s, runs_, i in zip(archs, standalone, per_seed.T, inherited, strict=True)],
         })
 
     table = Table(title=f"supernet ranking: {len(archs)} subnets of {spec.search_space.name}, {data_key}, "
@@ -292,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{min(inherited):.3f}-{max(inherited):.3f}",
         )
     console.print(table)
-    atomic_write_text(out / "ranking.json", json.dumps(results, indent=1))
+    atomic_write_text(out / "ranking.json", json.dumps(
+        {"standalone_seeds": seeds, "standalone_epochs": epochs, "reference_agreement": ceiling,
+         "recipes": results}, indent=1))
     console.print(f"per-subnet scores: {out / 'ranking.json'}")
     return 0
 
