@@ -1,7 +1,7 @@
 """Supernet training: the sandwich rule with in-place distillation.
 
 Each step trains the largest subnet on the labels, then the smallest and a few random
-subnets on the largest one's soft predictions, accumulating the gradients of all of them
+subnets on the largest one's soft predictions (or a mix of those and the labels), accumulating the gradients of all of them
 before one optimiser step (Yu et al., "BigNAS", ECCV 2020; Cai et al., "Once-for-All",
 ICLR 2020).
 """
@@ -29,6 +29,9 @@ class SandwichConfig:
     random_subnets: int = 2
     temperature: float = 1.0
     label_smoothing: float = 0.1
+    # share of a smaller subnet's loss that is distillation from the largest; the rest is
+    # the labels' cross-entropy (1: in-place distillation alone, 0: labels alone)
+    distill_weight: float = 1.0
 
 
 class SandwichStep:
@@ -51,11 +54,16 @@ class SandwichStep:
         loss.backward()  # type: ignore[no-untyped-call]
         soft_targets = F.softmax(teacher_logits.detach() / t, dim=1)
         students = [self._min] + [self.space.sample(self.rng) for _ in range(self.config.random_subnets)]
+        w = self.config.distill_weight
         for arch in students:
             model.set_active(arch)
-            log_probs = F.log_softmax(model(x) / t, dim=1)
-            kd = F.kl_div(log_probs, soft_targets, reduction="batchmean") * (t * t)
-            kd.backward()  # type: ignore[no-untyped-call]
+            logits = model(x)
+            log_probs = F.log_softmax(logits / t, dim=1)
+            student_loss = w * F.kl_div(log_probs, soft_targets, reduction="batchmean") * (t * t)
+            if w < 1.0:
+                student_loss = student_loss + (1.0 - w) * F.cross_entropy(
+                    logits, y, label_smoothing=self.config.label_smoothing)
+            student_loss.backward()  # type: ignore[no-untyped-call]
         model.set_active(self._max)
         return float(loss.detach())
 

@@ -181,6 +181,8 @@ class SupernetConfig(_Section):
     weight_decay: float = Field(default=1e-4, ge=0)
     random_subnets: int = Field(default=2, ge=0)
     distill_temperature: float = Field(default=1.0, gt=0)
+    # share of the smaller subnets' loss distilled from the largest; the rest is the labels
+    distill_weight: float = Field(default=1.0, ge=0, le=1)
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
 
 

@@ -62,6 +62,7 @@ class SupernetStage(Stage):
                 sandwich=SandwichConfig(
                     random_subnets=config.random_subnets,
                     temperature=config.distill_temperature,
+                    distill_weight=config.distill_weight,
                     label_smoothing=config.label_smoothing,
                 ),
                 seed=spec.experiment.seed,
