@@ -199,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--standalone-epochs", type=int, default=None,
                         help="epochs of each stand-alone subnet (default: the config's supernet epochs)")
     parser.add_argument("--standalone-seeds", type=int, default=2,
-                        help="stand-alone runs per subnet, averaged; with 2 or more the runs' agreement "
-                             "with each other is reported as the reference's own noise (default 2)")
+                        help="stand-alone runs per subnet, averaged; with 2 or more the runs' "
+                             "agreement is reported as the reference's own noise (default 2)")
     parser.add_argument("--data", choices=("shapes", "config"), default="shapes",
                         help="synthetic shapes written here (default) or the config's data")
     parser.add_argument("--shapes-n", type=int, default=4000, help="images of the shapes set (default 4000)")
@@ -234,13 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[int, dict[str, float]] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task(f"stand-alone, {epochs} epochs x {len(seeds)} seeds", total=len(archs) * len(seeds))
+        task = progress.add_task(f"stand-alone, {epochs} epochs x {len(seeds)} seeds",
+                                 total=len(archs) * len(seeds))
         for run_seed in seeds:
             alone_key = hashlib.sha256(json.dumps(
-                [data_key, space_key, run_seed, epochs, base.lr, base.weight_decay, base.label_smoothing]
+                [data_key, space_key, run_seed, epochs, base.lr, base.weight_decay,
+                 base.label_smoothing]
             ).encode()).hexdigest()[:12]
             alone_path = out / f"standalone-{alone_key}.json"
-            alone = runs[run_seed] = json.loads(alone_path.read_text()) if alone_path.exists() else {}
+            alone = json.loads(alone_path.read_text()) if alone_path.exists() else {}
+            runs[run_seed] = alone
             progress.advance(task, sum(a.key() in alone for a in archs))
             for arch in archs:
                 if arch.key() in alone:
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             f"stand-alone runs against each other (the most a supernet can show against one run): "
             f"Kendall tau {ceiling['kendall_tau']:.3f} [{ceiling['kendall_tau_low']:.2f}, "
             f"{ceiling['kendall_tau_high']:.2f}], Spearman rho {ceiling['spearman_rho']:.3f}; "
-            f"spread of a subnet over seeds {np.std(per_seed, axis=0, ddof=1).mean():.3f} (mean sd)"
+            f"spread of a subnet over seeds {per_seed.std(axis=0, ddof=1).mean():.3f} (mean sd)"
         )
 
     results = []
@@ -297,9 +300,10 @@ def main(argv: list[str] | None = None) -> int:
             "recipe": recipe.name, "settings": {**recipe.supernet.model_dump(),
                                                 "recalibration_batches": recipe.recalibration_batches},
             "supernet_seconds": train_seconds, **agreement(inherited, standalone, seed),
-            "subnets": [{"arch": a.to_dict(), "standalone": float(s), "standalone_runs": runs_.tolist(),
-                         "inherited": float(i)}
-                        for a, s, runs_, i in zip(archs, standalone, per_seed.T, inherited, strict=True)],
+            "subnets": [{"arch": a.to_dict(), "standalone": float(s),
+                         "standalone_runs": by_seed.tolist(), "inherited": float(i)}
+                        for a, s, by_seed, i in zip(archs, standalone, per_seed.T, inherited,
+                                              strict=True)],
         })
 
     table = Table(title=f"supernet ranking: {len(archs)} subnets of {spec.search_space.name}, {data_key}, "

@@ -1,9 +1,9 @@
 """Supernet training: the sandwich rule with in-place distillation.
 
 Each step trains the largest subnet on the labels, then the smallest and a few random
-subnets on the largest one's soft predictions (or a mix of those and the labels), accumulating the gradients of all of them
-before one optimiser step (Yu et al., "BigNAS", ECCV 2020; Cai et al., "Once-for-All",
-ICLR 2020).
+subnets on the largest one's soft predictions (or a mix of those and the labels),
+accumulating the gradients of all of them before one optimiser step (Yu et al., "BigNAS",
+ECCV 2020; Cai et al., "Once-for-All", ICLR 2020).
 """
 
 from __future__ import annotations
