@@ -19,6 +19,14 @@ Several supernet recipes can be compared in one run on the same stand-alone subn
     python benchmarks/supernet_ranking.py configs/quickstart.yaml \\
         --recipe config --recipe long:epochs=60,random_subnets=4,recalibration_batches=32
 
+With two or more stand-alone seeds, the seeds' agreement with each other is printed (a
+supernet cannot be shown to rank better than one stand-alone run ranks another), and each
+recipe's table row has the share of the subnet pairs the reference tells apart (their means
+more than 1.96 standard errors apart, the seeds' variance pooled) that the supernet orders the
+same way: on pairs closer than that the reference's own order is a coin toss. ``--set``
+changes the config as ``nas search`` does, e.g. a larger ``data.val_fraction`` for a less
+noisy validation accuracy.
+
 A recipe is ``name`` or ``name:key=value,...`` over the config's ``supernet:`` keys plus
 ``recalibration_batches`` (``search.recalibration_batches``); ``config`` is the config as
 it is. Supernets and stand-alone scores are kept in ``--out`` and reused by a later run
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import random
 import sys
@@ -58,7 +67,7 @@ from evaluators import (
     train,
     train_supernet,
 )
-from nas._config import RunSpec, SupernetConfig, load_config
+from nas._config import ConfigError, RunSpec, SupernetConfig, load_config
 from search_spaces import Arch, SearchSpace, get_search_space
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -163,12 +172,34 @@ def agreement(inherited: np.ndarray, standalone: np.ndarray, seed: int) -> dict[
     return out
 
 
-def reference_agreement(per_seed: np.ndarray, seed: int) -> dict[str, float] | None:
-    """Returns the agreement of the first two stand-alone seeds with each other (how well one
-    stand-alone run ranks another: the noise of the reference itself), or None with one seed."""
+def reference_agreement(per_seed: np.ndarray, seed: int) -> dict[str, Any] | None:
+    """Returns how well one stand-alone run ranks another (the noise of the reference itself):
+    the agreement of every pair of seeds and its mean over the pairs, or None with one seed."""
     if len(per_seed) < 2:
         return None
-    return agreement(per_seed[0], per_seed[1], seed)
+    pairs = [{"seeds": [i, j], **agreement(per_seed[i], per_seed[j], seed)}
+             for i, j in itertools.combinations(range(len(per_seed)), 2)]
+    return {"pairs": pairs,
+            "kendall_tau_mean": float(np.mean([p["kendall_tau"] for p in pairs])),
+            "spearman_rho_mean": float(np.mean([p["spearman_rho"] for p in pairs]))}
+
+
+def resolved_pairs(inherited: np.ndarray, per_seed: np.ndarray) -> dict[str, float] | None:
+    """Returns, over the subnet pairs whose stand-alone means differ by more than 1.96 standard
+    errors (the seeds' variance pooled over subnets), how many there are and the fraction the
+    supernet orders the same way; None with one seed. Pairs closer than that are a coin toss
+    for the reference too, so no ranking can be judged on them."""
+    k = len(per_seed)
+    if k < 2:
+        return None
+    mean = per_seed.mean(axis=0)
+    margin = 1.96 * float(np.sqrt(2 * per_seed.var(axis=0, ddof=1).mean() / k))
+    i, j = np.triu_indices(len(mean), 1)
+    resolved = np.abs(mean[i] - mean[j]) > margin
+    alike = np.sign(mean[i] - mean[j]) == np.sign(inherited[i] - inherited[j])
+    n = int(resolved.sum())
+    return {"pairs": int(len(i)), "resolved": n, "margin": margin,
+            "alike": float(alike[resolved].mean()) if n else float("nan")}
 
 
 def load_data(args: argparse.Namespace, spec: RunSpec, out: Path) -> tuple[DataSplits, str]:
@@ -185,7 +216,7 @@ def load_data(args: argparse.Namespace, spec: RunSpec, out: Path) -> tuple[DataS
         atomic_write(path, lambda tmp: np.savez_compressed(tmp, x=x, y=y))
     data = load_dataset("npz", path=path, image_size=image_size, val_fraction=d.val_fraction,
                         test_fraction=d.test_fraction, seed=spec.experiment.seed)
-    return data, f"shapes:{args.shapes_n}:{image_size}"
+    return data, f"shapes:{args.shapes_n}:{image_size}:{d.val_fraction}:{d.test_fraction}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="synthetic shapes written here (default) or the config's data")
     parser.add_argument("--shapes-n", type=int, default=4000, help="images of the shapes set (default 4000)")
     parser.add_argument("--image-size", type=int, default=None, help="resize images (default: the config's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="override a config key as nas search does, e.g. "
+                             "--set 'search_space.expand_ratios=[1,3,6]'")
     parser.add_argument("--out", type=Path, default=None,
                         help="where supernets, scores and results go (default runs/supernet-ranking/NAME)")
     args = parser.parse_args(argv)
@@ -213,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.standalone_seeds < 1:
         parser.error("--standalone-seeds: at least 1")
     console = Console()
-    spec = load_config(args.config)
+    try:
+        spec = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        parser.error(str(exc))
     out = args.out or Path("runs") / "supernet-ranking" / spec.experiment.name
     out.mkdir(parents=True, exist_ok=True)
     seed = spec.experiment.seed
@@ -256,11 +294,18 @@ def main(argv: list[str] | None = None) -> int:
     standalone = per_seed.mean(axis=0)
     ceiling = reference_agreement(per_seed, seed)
     if ceiling is not None:
+        for pair in ceiling["pairs"]:
+            a, b = (seeds[i] for i in pair["seeds"])
+            console.print(
+                f"stand-alone seed {a} against seed {b}: Kendall tau {pair['kendall_tau']:.3f} "
+                f"[{pair['kendall_tau_low']:.2f}, {pair['kendall_tau_high']:.2f}], "
+                f"Spearman rho {pair['spearman_rho']:.3f}"
+            )
         console.print(
-            f"stand-alone runs against each other (the most a supernet can show against one run): "
-            f"Kendall tau {ceiling['kendall_tau']:.3f} [{ceiling['kendall_tau_low']:.2f}, "
-            f"{ceiling['kendall_tau_high']:.2f}], Spearman rho {ceiling['spearman_rho']:.3f}; "
-            f"spread of a subnet over seeds {per_seed.std(axis=0, ddof=1).mean():.3f} (mean sd)"
+            f"one stand-alone run against another (the most a supernet can show against one run): "
+            f"mean Kendall tau {ceiling['kendall_tau_mean']:.3f}, mean Spearman rho "
+            f"{ceiling['spearman_rho_mean']:.3f}; spread of a subnet over seeds "
+            f"{per_seed.std(axis=0, ddof=1).mean():.3f} (mean sd)"
         )
 
     results = []
@@ -283,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                     sandwich=SandwichConfig(random_subnets=config.random_subnets,
                                             temperature=config.distill_temperature,
                                             distill_weight=config.distill_weight,
+                                            shrink_epochs=config.shrink_epochs,
                                             label_smoothing=config.label_smoothing),
                     seed=seed, callbacks=[lambda epoch, loss: progress.update(task, completed=epoch + 1)],
                 )
@@ -300,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             "recipe": recipe.name, "settings": {**recipe.supernet.model_dump(),
                                                 "recalibration_batches": recipe.recalibration_batches},
             "supernet_seconds": train_seconds, **agreement(inherited, standalone, seed),
+            "resolved_pairs": resolved_pairs(inherited, per_seed),
             "subnets": [{"arch": a.to_dict(), "standalone": float(s),
                          "standalone_runs": by_seed.tolist(), "inherited": float(i)}
                         for a, s, by_seed, i in zip(archs, standalone, per_seed.T, inherited,
@@ -309,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title=f"supernet ranking: {len(archs)} subnets of {spec.search_space.name}, {data_key}, "
                         f"stand-alone {epochs} epochs (accuracy {standalone.min():.3f}-{standalone.max():.3f})")
     for column in ("recipe", "settings", "supernet s", "Kendall tau [95% CI]", "Spearman rho [95% CI]",
-                   "inherited acc"):
+                   "resolved pairs alike", "inherited acc"):
         table.add_column(column)
     for r in results:
         changed = {k: v for k, v in r["settings"].items()
@@ -321,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['supernet_seconds']:.0f}",
             f"{r['kendall_tau']:.3f} [{r['kendall_tau_low']:.2f}, {r['kendall_tau_high']:.2f}] p={r['kendall_tau_p']:.1e}",
             f"{r['spearman_rho']:.3f} [{r['spearman_rho_low']:.2f}, {r['spearman_rho_high']:.2f}]",
+            "-" if (pairs := r["resolved_pairs"]) is None
+            else f"{pairs['alike']:.2f} of {pairs['resolved']}/{pairs['pairs']}",
             f"{min(inherited):.3f}-{max(inherited):.3f}",
         )
     console.print(table)
