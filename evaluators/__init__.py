@@ -18,7 +18,13 @@ from evaluators._plugins import PluginError, import_plugins
 from evaluators._proctitle import process_title
 from evaluators._quantize import quantize_onnxruntime
 from evaluators._structure import structure_key
-from evaluators._supernet import SandwichConfig, SandwichStep, SupernetResult, train_supernet
+from evaluators._supernet import (
+    SandwichConfig,
+    SandwichStep,
+    SupernetResult,
+    shrunk_choices,
+    train_supernet,
+)
 from evaluators._train import NonFiniteLossError, OptimConfig, TrainStep, cross_entropy_step, train
 from evaluators._trial import SupernetEvaluator, TabularEvaluator, TrialEvaluator
 
@@ -36,5 +42,5 @@ __all__ = [
     "process_title",
     "quantize_onnxruntime", "read_metadata", "recalibrate_batchnorm", "set_metadata",
     "structure_key", "train",
-    "train_supernet", "weights_mb",
+    "shrunk_choices", "train_supernet", "weights_mb",
 ]

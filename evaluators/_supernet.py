@@ -4,10 +4,16 @@ Each step trains the largest subnet on the labels, then the smallest and a few r
 subnets on the largest one's soft predictions (or a mix of those and the labels),
 accumulating the gradients of all of them before one optimiser step (Yu et al., "BigNAS",
 ECCV 2020; Cai et al., "Once-for-All", ICLR 2020).
+
+With ``shrink_epochs``, the subnets trained beside the largest come at first from a part of
+the space near it that grows, epoch by epoch, to the whole space (Once-for-All's progressive
+shrinking; here every choice grows at once, since a space's choices say nothing of which are
+kernels, depths or widths).
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +25,7 @@ from torch import nn
 from evaluators._accuracy import accuracy, recalibrate_batchnorm
 from evaluators._data import DataSplits
 from evaluators._train import ComputeGuard, EpochCallback, OptimConfig, train
-from search_spaces import SearchSpace, Supernet
+from search_spaces import Arch, ArchValue, SearchSpace, Supernet
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,23 @@ class SandwichConfig:
     # share of a smaller subnet's loss that is distillation from the largest; the rest is
     # the labels' cross-entropy (1: in-place distillation alone, 0: labels alone)
     distill_weight: float = 1.0
+    # progressive shrinking: over the first ``shrink_epochs`` epochs the smaller subnets are
+    # drawn from a part of the space that grows from the largest subnet to all of it (0: off)
+    shrink_epochs: int = 0
+
+
+def shrunk_choices(
+    space: SearchSpace, epoch: int, shrink_epochs: int
+) -> dict[str, tuple[ArchValue, ...]]:
+    """Returns each choice's values the smaller subnets may take at ``epoch``: the
+    ``ceil(f * n)`` most expensive of its ``n``, where ``f = (epoch + 1) / (shrink_epochs + 1)``
+    grows to 1 (every value) at epoch ``shrink_epochs``."""
+    choices = space.choices()
+    if epoch >= shrink_epochs:
+        return choices
+    fraction = (epoch + 1) / (shrink_epochs + 1)
+    return {name: values[len(values) - max(1, math.ceil(fraction * len(values))):]
+            for name, values in choices.items()}
 
 
 class SandwichStep:
@@ -42,7 +65,22 @@ class SandwichStep:
         self.config = config
         self.rng = rng
         self._max = space.max_arch()
-        self._min = space.min_arch()
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Sets the epoch the next steps belong to: with progressive shrinking, the part of the
+        space the smaller subnets come from; past it, the space's own smallest and samples."""
+        self._choices: dict[str, tuple[ArchValue, ...]] | None = None
+        self._min = self.space.min_arch()
+        if epoch < self.config.shrink_epochs:
+            self._choices = shrunk_choices(self.space, epoch, self.config.shrink_epochs)
+            self._min = self.space.decode({name: v[0] for name, v in self._choices.items()})
+
+    def _sample(self) -> Arch:
+        if self._choices is None:
+            return self.space.sample(self.rng)
+        return self.space.decode({name: self.rng.choice(values)
+                                  for name, values in self._choices.items()})
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         """Back-propagates the sandwich losses of one batch; returns the largest's loss."""
@@ -53,7 +91,7 @@ class SandwichStep:
         loss = F.cross_entropy(teacher_logits, y, label_smoothing=self.config.label_smoothing)
         loss.backward()  # type: ignore[no-untyped-call]
         soft_targets = F.softmax(teacher_logits.detach() / t, dim=1)
-        students = [self._min] + [self.space.sample(self.rng) for _ in range(self.config.random_subnets)]
+        students = [self._min] + [self._sample() for _ in range(self.config.random_subnets)]
         w = self.config.distill_weight
         for arch in students:
             model.set_active(arch)
@@ -109,7 +147,7 @@ def train_supernet(
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         optim=optim,
-        callbacks=callbacks,
+        callbacks=[lambda epoch, loss: step.set_epoch(epoch + 1), *callbacks],
         compute_guard=compute_guard,
     )
     scores = []

@@ -184,6 +184,18 @@ class SupernetConfig(_Section):
     # share of the smaller subnets' loss distilled from the largest; the rest is the labels
     distill_weight: float = Field(default=1.0, ge=0, le=1)
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    # progressive shrinking: over the first shrink_epochs epochs the smaller subnets come from
+    # a part of the space that grows from the largest subnet to all of it (0: off)
+    shrink_epochs: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _shrink_within_epochs(self) -> SupernetConfig:
+        if self.shrink_epochs >= self.epochs:
+            raise ValueError(
+                f"supernet.shrink_epochs ({self.shrink_epochs}) must be below supernet.epochs "
+                f"({self.epochs}): the whole space has to be trained for at least one epoch"
+            )
+        return self
 
 
 class SearchConfig(_Section):

@@ -63,6 +63,7 @@ class SupernetStage(Stage):
                     random_subnets=config.random_subnets,
                     temperature=config.distill_temperature,
                     distill_weight=config.distill_weight,
+                    shrink_epochs=config.shrink_epochs,
                     label_smoothing=config.label_smoothing,
                 ),
                 seed=spec.experiment.seed,

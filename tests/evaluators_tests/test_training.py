@@ -11,6 +11,7 @@ from evaluators import (
     OptimConfig,
     SandwichConfig,
     SandwichStep,
+    shrunk_choices,
     SupernetEvaluator,
     TabularEvaluator,
     recalibrate_batchnorm,
@@ -57,6 +58,50 @@ def test_sandwich_step_without_distillation_trains_subnets_on_labels(tiny_option
     grads_labels = dict(supernet.named_parameters())
     for name, grad in grads_step.items():
         torch.testing.assert_close(grad, grads_labels[name].grad)
+
+
+def test_progressive_shrinking_grows_from_the_largest_subnet_to_all(tiny_options) -> None:
+    space = get_search_space("mobilenet_elastic", **tiny_options)
+    full = space.choices()
+    parts = [shrunk_choices(space, epoch, shrink_epochs=3) for epoch in range(5)]
+    # each choice keeps its most expensive values, at least one, and gains more every epoch
+    for part in parts:
+        assert all(values == full[name][-len(values):] and values for name, values in part.items())
+    sizes = [sum(len(v) for v in part.values()) for part in parts]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    assert parts[0] == {name: values[-1:] for name, values in full.items()}  # 2 or 3 values, f=1/4
+    assert parts[3] == parts[4] == full
+    assert shrunk_choices(space, 0, shrink_epochs=0) == full
+
+
+def test_shrinking_sandwich_step_trains_the_smallest_of_its_part(tiny_options, data) -> None:
+    # three expansion ratios: at epoch 1 of 2 the part holds the top two, not the cheapest
+    space = get_search_space("mobilenet_elastic", **{**tiny_options, "expand_ratios": [2, 3, 4]})
+    supernet = space.build_supernet(num_classes=10, in_channels=1)
+    x, y = data.x_train[:32], data.y_train[:32]
+    config = SandwichConfig(random_subnets=0, distill_weight=0.0, shrink_epochs=2)
+    step = SandwichStep(space, config, random.Random(0))
+
+    def label_grads(archs: list[Arch]) -> dict[str, torch.Tensor]:
+        supernet.zero_grad()
+        for arch in archs:
+            supernet.set_active(arch)
+            nn.functional.cross_entropy(supernet(x), y, label_smoothing=0.1).backward()
+        return {n: p.grad.clone() for n, p in supernet.named_parameters() if p.grad is not None}
+
+    for epoch in (1, 2):  # shrinking (the smallest of the grown part), then the whole space
+        step.set_epoch(epoch)
+        part = shrunk_choices(space, epoch, shrink_epochs=2)
+        smallest = space.decode({name: values[0] for name, values in part.items()})
+        assert (smallest == space.min_arch()) == (epoch == 2)
+        supernet.zero_grad()
+        step(supernet, x, y)
+        grads_step = {n: p.grad.clone() for n, p in supernet.named_parameters()
+                      if p.grad is not None}
+        expected = label_grads([space.max_arch(), smallest])
+        assert grads_step.keys() == expected.keys()
+        for name, grad in grads_step.items():
+            torch.testing.assert_close(grad, expected[name])
 
 
 def test_supernet_training_learns_and_subnets_inherit(tiny_options, data) -> None:

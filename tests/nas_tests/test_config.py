@@ -82,6 +82,12 @@ def test_bad_override_is_validated_like_the_file(capsys: pytest.CaptureFixture[s
     assert "search.n_trials" in capsys.readouterr().out
 
 
+def test_shrink_epochs_must_leave_the_whole_space_an_epoch() -> None:
+    assert load_config(QUICKSTART, ["supernet.shrink_epochs=29"]).supernet.shrink_epochs == 29
+    with pytest.raises(ConfigError, match=r"supernet.shrink_epochs \(30\) must be below"):
+        load_config(QUICKSTART, ["supernet.shrink_epochs=30"])
+
+
 def test_override_without_equals_is_an_error() -> None:
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         load_config(QUICKSTART, ["search.n_trials"])
