@@ -55,8 +55,6 @@ from scipy import stats
 
 from evaluators import (
     DataSplits,
-    OptimConfig,
-    SandwichConfig,
     accuracy,
     atomic_write,
     atomic_write_text,
@@ -141,7 +139,7 @@ def train_standalone(space: SearchSpace, arch: Arch, data: DataSplits, recipe: S
         cross_entropy_step(recipe.label_smoothing),
         epochs=epochs,
         steps_per_epoch=-(-int(data.y_train.numel()) // batch_size),
-        optim=OptimConfig(lr=recipe.lr, weight_decay=recipe.weight_decay),
+        optim=recipe.optim(),
     )
     return accuracy(model, data.loader("val", 512))
 
@@ -324,12 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                 task = progress.add_task(f"supernet {recipe.name}", total=config.epochs)
                 supernet, _ = train_supernet(
                     space, data, epochs=config.epochs, batch_size=batch_size,
-                    optim=OptimConfig(lr=config.lr, weight_decay=config.weight_decay),
-                    sandwich=SandwichConfig(random_subnets=config.random_subnets,
-                                            temperature=config.distill_temperature,
-                                            distill_weight=config.distill_weight,
-                                            shrink_epochs=config.shrink_epochs,
-                                            label_smoothing=config.label_smoothing),
+                    optim=config.optim(), sandwich=config.sandwich(),
                     seed=seed, callbacks=[lambda epoch, loss: progress.update(task, completed=epoch + 1)],
                 )
             train_seconds = time.perf_counter() - start

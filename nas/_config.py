@@ -15,7 +15,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from compress import list_importances
-from evaluators import DEFAULT_MAX_BYTES, PluginError, import_plugins
+from evaluators import (
+    DEFAULT_MAX_BYTES,
+    OptimConfig,
+    PluginError,
+    SandwichConfig,
+    import_plugins,
+)
 from evaluators._energy import energy_unavailable_reason
 from evaluators._memory import memory_unavailable_reason
 from evaluators.latency import check_profile
@@ -196,6 +202,18 @@ class SupernetConfig(_Section):
                 f"({self.epochs}): the whole space has to be trained for at least one epoch"
             )
         return self
+
+    def optim(self) -> OptimConfig:
+        """Returns the optimiser settings of supernet training."""
+        return OptimConfig(lr=self.lr, weight_decay=self.weight_decay)
+
+    def sandwich(self) -> SandwichConfig:
+        """Returns the sandwich-rule settings of supernet training."""
+        return SandwichConfig(
+            random_subnets=self.random_subnets, temperature=self.distill_temperature,
+            distill_weight=self.distill_weight, label_smoothing=self.label_smoothing,
+            shrink_epochs=self.shrink_epochs,
+        )
 
 
 class SearchConfig(_Section):

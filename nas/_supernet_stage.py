@@ -7,7 +7,7 @@ import time
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from evaluators import OptimConfig, SandwichConfig, train_supernet
+from evaluators import train_supernet
 from evaluators.latency import DeviceLock
 from nas._progress import epoch_line, log_line
 from nas._stage import RunContext, Stage
@@ -58,14 +58,8 @@ class SupernetStage(Stage):
                 data,
                 epochs=config.epochs,
                 batch_size=spec.data.batch_size,
-                optim=OptimConfig(lr=config.lr, weight_decay=config.weight_decay),
-                sandwich=SandwichConfig(
-                    random_subnets=config.random_subnets,
-                    temperature=config.distill_temperature,
-                    distill_weight=config.distill_weight,
-                    shrink_epochs=config.shrink_epochs,
-                    label_smoothing=config.label_smoothing,
-                ),
+                optim=config.optim(),
+                sandwich=config.sandwich(),
                 seed=spec.experiment.seed,
                 callbacks=[on_epoch],
                 compute_guard=lock.compute,
