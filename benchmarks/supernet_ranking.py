@@ -12,8 +12,11 @@ trains several subnets that share their weights. At equal epochs the stand-alone
 still moving: on shapes (16 subnets of the quickstart's space, 2 seeds) the 15-epoch order
 agreed with the 30-epoch one at tau 0.49 only, deeper subnets gaining most, and the same
 15-epoch supernets ranked at tau 0.20-0.27 against the 15-epoch reference and 0.41-0.51
-against the 30-epoch one, about as well as one 30-epoch run ranks another (0.48). Trained
-for 8 epochs where the supernet had 30, the subnets reached 0.30-0.47 and tau was 0.03.
+against the 30-epoch one, about as well as one 30-epoch run ranks another (0.48). With four
+30-epoch seeds, one run ranks another at tau 0.33 (mean of the 6 pairs), the mean of two at
+0.55 the mean of two others, and a 30-epoch supernet ranks their mean at 0.58. Trained for
+8 epochs where the supernet had 30, the subnets reached 0.30-0.47 and tau was 0.03. (Shapes
+here: ``--shapes-n 12000 --set data.val_fraction=0.5 --set data.test_fraction=0.1``.)
 
 On the quickstart's digits every subnet reaches 0.98-1.0 and the order is noise, so by
 default the data are the synthetic shapes of ``make_shapes64.py`` (written once into the
@@ -35,7 +38,9 @@ noisy validation accuracy.
 A recipe is ``name`` or ``name:key=value,...`` over the config's ``supernet:`` keys plus
 ``recalibration_batches`` (``search.recalibration_batches``); ``config`` is the config as
 it is. Supernets and stand-alone scores are kept in ``--out`` and reused by a later run
-with the same settings.
+with the same settings (more ``--standalone-seeds`` train only the new seeds); ``--workers``
+trains that many stand-alone runs side by side, one process each, torch's threads shared
+among them.
 """
 
 from __future__ import annotations
@@ -44,9 +49,11 @@ import argparse
 import hashlib
 import itertools
 import json
+import multiprocessing
 import random
 import sys
 import time
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,12 +184,28 @@ def agreement(inherited: np.ndarray, standalone: np.ndarray, seed: int) -> dict[
 
 def reference_agreement(per_seed: np.ndarray, seed: int) -> dict[str, Any] | None:
     """Returns how well one stand-alone run ranks another (the noise of the reference itself):
-    the agreement of every pair of seeds and its mean over the pairs, or None with one seed."""
-    if len(per_seed) < 2:
+    the agreement of every pair of seeds and its mean over the pairs, or None with one seed.
+    With four seeds or more, ``halves`` is how well the mean of half the seeds ranks the mean
+    of the other half (mean over up to 10 splits): how far averaging seeds steadies the
+    reference."""
+    k = len(per_seed)
+    if k < 2:
         return None
     pairs = [{"seeds": [i, j], **agreement(per_seed[i], per_seed[j], seed)}
-             for i, j in itertools.combinations(range(len(per_seed)), 2)]
-    return {"pairs": pairs,
+             for i, j in itertools.combinations(range(k), 2)]
+    halves = None
+    if k >= 4:
+        # each split once: the first seed always on the left
+        splits = [list(c) for c in itertools.combinations(range(k), k // 2) if 0 in c][:10]
+        scores = []
+        for left in splits:
+            right = [i for i in range(k) if i not in left][: k // 2]
+            a, b = per_seed[left].mean(axis=0), per_seed[right].mean(axis=0)
+            scores.append((stats.kendalltau(a, b).statistic, stats.spearmanr(a, b).statistic))
+        halves = {"seeds_per_half": k // 2, "splits": len(splits),
+                  "kendall_tau_mean": float(np.mean([t for t, _ in scores])),
+                  "spearman_rho_mean": float(np.mean([r for _, r in scores]))}
+    return {"pairs": pairs, "halves": halves,
             "kendall_tau_mean": float(np.mean([p["kendall_tau"] for p in pairs])),
             "spearman_rho_mean": float(np.mean([p["spearman_rho"] for p in pairs]))}
 
@@ -236,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--standalone-seeds", type=int, default=2,
                         help="stand-alone runs per subnet, averaged; with 2 or more the runs' "
                              "agreement is reported as the reference's own noise (default 2)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="stand-alone runs trained side by side, each in its own process "
+                             "with an equal share of torch's threads (default 1)")
     parser.add_argument("--data", choices=("shapes", "config"), default="shapes",
                         help="synthetic shapes written here (default) or the config's data")
     parser.add_argument("--shapes-n", type=int, default=4000, help="images of the shapes set (default 4000)")
@@ -251,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--subnets: at least 4 for a rank correlation")
     if args.standalone_seeds < 1:
         parser.error("--standalone-seeds: at least 1")
+    if args.workers < 1:
+        parser.error("--workers: at least 1")
     console = Console()
     try:
         spec = load_config(args.config, args.overrides)
@@ -274,26 +302,47 @@ def main(argv: list[str] | None = None) -> int:
     base = recipes[0].supernet
     seeds = [seed + i for i in range(args.standalone_seeds)]
     runs: dict[int, dict[str, float]] = {}
+    paths: dict[int, Path] = {}
+    for run_seed in seeds:
+        alone_key = hashlib.sha256(json.dumps(
+            [data_key, space_key, run_seed, epochs, base.lr, base.weight_decay,
+             base.label_smoothing]
+        ).encode()).hexdigest()[:12]
+        paths[run_seed] = out / f"standalone-{alone_key}.json"
+        runs[run_seed] = (json.loads(paths[run_seed].read_text())
+                          if paths[run_seed].exists() else {})
+    todo = [(s, a) for s in seeds for a in archs if a.key() not in runs[s]]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task(f"stand-alone, {epochs} epochs x {len(seeds)} seeds",
-                                 total=len(archs) * len(seeds))
-        for run_seed in seeds:
-            alone_key = hashlib.sha256(json.dumps(
-                [data_key, space_key, run_seed, epochs, base.lr, base.weight_decay,
-                 base.label_smoothing]
-            ).encode()).hexdigest()[:12]
-            alone_path = out / f"standalone-{alone_key}.json"
-            alone = json.loads(alone_path.read_text()) if alone_path.exists() else {}
-            runs[run_seed] = alone
-            progress.advance(task, sum(a.key() in alone for a in archs))
-            for arch in archs:
-                if arch.key() in alone:
-                    continue
-                alone[arch.key()] = train_standalone(space, arch, data, base, epochs=epochs,
-                                                     batch_size=batch_size, seed=run_seed)
-                atomic_write_text(alone_path, json.dumps(alone, indent=1))
-                progress.advance(task)
+        workers = min(args.workers, len(todo)) or 1
+        task = progress.add_task(
+            f"stand-alone, {epochs} epochs x {len(seeds)} seeds"
+            + (f", {workers} processes" if workers > 1 else ""),
+            total=len(archs) * len(seeds), completed=len(archs) * len(seeds) - len(todo))
+
+        def keep(run_seed: int, arch: Arch, score: float) -> None:
+            runs[run_seed][arch.key()] = score
+            atomic_write_text(paths[run_seed], json.dumps(runs[run_seed], indent=1))
+            progress.advance(task)
+
+        if workers == 1:
+            for run_seed, arch in todo:
+                keep(run_seed, arch, train_standalone(space, arch, data, base, epochs=epochs,
+                                                      batch_size=batch_size, seed=run_seed))
+        else:
+            # torch's threads split among the processes; each run seeds itself, so its score
+            # does not depend on which process trains it
+            threads = max(1, torch.get_num_threads() // workers)
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=torch.set_num_threads,
+                                     initargs=(threads,)) as pool:
+                jobs: dict[Future[float], tuple[int, Arch]] = {
+                    pool.submit(train_standalone, space, arch, data, base, epochs=epochs,
+                                batch_size=batch_size, seed=run_seed): (run_seed, arch)
+                    for run_seed, arch in todo
+                }
+                for job in as_completed(jobs):
+                    keep(*jobs[job], job.result())
     per_seed = np.array([[runs[s][a.key()] for a in archs] for s in seeds])
     standalone = per_seed.mean(axis=0)
     ceiling = reference_agreement(per_seed, seed)
@@ -311,6 +360,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{ceiling['spearman_rho_mean']:.3f}; spread of a subnet over seeds "
             f"{per_seed.std(axis=0, ddof=1).mean():.3f} (mean sd)"
         )
+        if (halves := ceiling["halves"]) is not None:
+            console.print(
+                f"the mean of {halves['seeds_per_half']} stand-alone runs against the mean of "
+                f"{halves['seeds_per_half']} others: Kendall tau {halves['kendall_tau_mean']:.3f}, "
+                f"Spearman rho {halves['spearman_rho_mean']:.3f} (mean over {halves['splits']} "
+                f"splits)"
+            )
 
     results = []
     for recipe in recipes:
