@@ -4,7 +4,9 @@ For a few reference CNNs (a MobileNetV2-style network at several widths) and eac
 hardware profile, runs the latency meter ``--runs`` times and prints, per model:
 the median of the per-run medians and p90s, the typical within-run CV (spread of the
 timed repeats inside one measurement) and the run-to-run CV of the median (how much a
-search objective moves when the same architecture is measured again).
+search objective moves when the same architecture is measured again), and the seconds the
+meter spent. ``--windows`` and ``--min-sample-ms`` time the same models under several
+protocols, run by run interleaved, so that their figures compare side by side.
 
 With ``--run RUN_DIR`` the models are instead the subnets a finished search evaluated (its
 first ``--archs`` distinct trial archs, on the run's own profile and input), so the figures
@@ -15,6 +17,7 @@ Usage:
     python benchmarks/latency_noise.py
     python benchmarks/latency_noise.py --profiles cpu --widths 0.5 1.0 --runs 10 --json out.json
     python benchmarks/latency_noise.py --run runs/quickstart --archs 12 --runs 5
+    python benchmarks/latency_noise.py --run runs/quickstart --min-sample-ms 2 10
 """
 
 from __future__ import annotations
@@ -135,14 +138,18 @@ def measure(profiles: list[HardwareProfile], name: str, model: nn.Module,
 
 
 def _label(profile: HardwareProfile, variants: bool) -> str:
-    return f"{profile.name} (windows {profile.windows})" if variants else profile.name
+    if not variants:
+        return profile.name
+    return f"{profile.name} (windows {profile.windows}, {profile.min_sample_ms:g} ms samples)"
 
 
-def _variants(profile: HardwareProfile, windows: list[int] | None) -> list[HardwareProfile]:
-    """Returns ``profile`` once per requested window count (itself when none is asked)."""
-    if not windows:
-        return [profile]
-    return [HardwareProfile(**{**profile.model_dump(), "windows": w}) for w in windows]
+def _variants(profile: HardwareProfile, windows: list[int] | None,
+              min_sample_ms: list[float] | None) -> list[HardwareProfile]:
+    """Returns ``profile`` once per requested window count and sample length (every pairing;
+    the profile's own value where a list is not given): itself when neither is asked."""
+    return [HardwareProfile(**{**profile.model_dump(), "windows": w, "min_sample_ms": ms})
+            for w in windows or [profile.windows]
+            for ms in min_sample_ms or [profile.min_sample_ms]]
 
 
 def run_models(run_dir: str, archs: int) -> tuple[HardwareProfile, dict[str, nn.Module],
@@ -169,17 +176,19 @@ def run_models(run_dir: str, archs: int) -> tuple[HardwareProfile, dict[str, nn.
 
 def print_table(rows: list[Row]) -> None:
     headers = ["profile", "model", "MMACs", "params (M)", "median ms", "p90 ms",
-               "within-run CV", "run-to-run CV", "runs x repeats", "unreliable"]
+               "within-run CV", "run-to-run CV", "runs x repeats", "unreliable", "seconds"]
     cells = [[r.profile, r.model, f"{r.mmacs:.1f}", f"{r.params_m:.2f}", f"{r.median_ms:.3f}",
               f"{r.p90_ms:.3f}", f"{r.within_run_cv:.3f}", f"{r.run_to_run_cv:.3f}",
-              f"{r.runs} x {r.repeats}", str(r.unreliable)] for r in rows]
+              f"{r.runs} x {r.repeats}", str(r.unreliable), f"{r.seconds:.1f}"]
+             for r in rows]
     for label in dict.fromkeys(r.profile for r in rows):  # a median row per profile
         group = [r for r in rows if r.profile == label]
         if len(group) > 1:
             cells.append([label, "median", "", "", "", "",
                           f"{statistics.median(r.within_run_cv for r in group):.3f}",
                           f"{statistics.median(r.run_to_run_cv for r in group):.3f}", "",
-                          str(sum(r.unreliable for r in group))])
+                          str(sum(r.unreliable for r in group)),
+                          f"{sum(r.seconds for r in group):.1f}"])
     try:
         from rich.console import Console
         from rich.table import Table
@@ -214,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", nargs="+", type=int,
                         help="compare these window counts side by side (runs interleaved), "
                              "e.g. --windows 1 5; default: the profiles' own")
+    parser.add_argument("--min-sample-ms", nargs="+", type=float,
+                        help="compare these sample lengths side by side (runs interleaved), "
+                             "e.g. --min-sample-ms 2 10; default: the profiles' own")
     parser.add_argument("--lock-dir", help="device lock directory (default: the system one)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--run", help="measure a finished run's own trial subnets instead")
@@ -227,12 +239,13 @@ def main(argv: list[str] | None = None) -> int:
         lock = DeviceLock(profile.device, lock_dir=args.lock_dir)
         rows = []
         for name, model in subnets.items():
-            rows.extend(measure(_variants(profile, args.windows), name, model, run_shape,
-                                args.runs, lock))
+            variants = _variants(profile, args.windows, args.min_sample_ms)
+            rows.extend(measure(variants, name, model, run_shape, args.runs, lock))
             print(f"  {profile.name} {name}: done", file=sys.stderr)
         rows.sort(key=lambda r: r.profile)
         print(f"run {args.run}: input {run_shape}, profile {profile.name}")
         print_table(rows)
+        _write_json(args.json, rows)
         return 0
     shape = (1, 3, args.resolution, args.resolution)
     models = {f"mobilenet-x{w:g}": TinyMobileNet(w).eval() for w in args.widths}
@@ -244,15 +257,19 @@ def main(argv: list[str] | None = None) -> int:
         profile = HardwareProfile(**{**profile.model_dump(), **overrides})
         lock = DeviceLock(profile.device, lock_dir=args.lock_dir)
         for name, model in models.items():
-            rows.extend(measure(_variants(profile, args.windows), name, model, shape, args.runs,
-                                lock))
+            variants = _variants(profile, args.windows, args.min_sample_ms)
+            rows.extend(measure(variants, name, model, shape, args.runs, lock))
             print(f"  {profile.name} {name}: done", file=sys.stderr)
     print(f"input {shape}, torch {torch.__version__}, {torch.get_num_threads()} host threads")
     print_table(rows)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump([asdict(r) for r in rows], f, indent=2)
+    _write_json(args.json, rows)
     return 0
+
+
+def _write_json(path: str | None, rows: list[Row]) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump([asdict(r) for r in rows], f, indent=2)
 
 
 if __name__ == "__main__":

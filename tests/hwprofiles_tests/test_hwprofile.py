@@ -124,4 +124,4 @@ def test_fingerprint_covers_measurement_fields_only() -> None:
 
 def test_fingerprint_is_stable_across_processes_and_versions() -> None:
     # A literal pins the hash: it must not depend on Python's per-process hash seed.
-    assert load_profile("cpu").fingerprint() == "03b029650ec1740b"
+    assert load_profile("cpu").fingerprint() == "8eb1c17b16960fa1"
