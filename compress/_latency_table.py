@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 
 from torch import nn
 
-from evaluators.latency import LatencyMeter
+from evaluators.latency import LatencyMeter, part_protocol
 
 if TYPE_CHECKING:
     from evaluators.latency import DeviceLock, LatencyCache
@@ -29,9 +29,8 @@ __all__ = ["LayerLatencyTable", "LayerSpec"]
 
 logger = logging.getLogger(__name__)
 
-# A table entry is one of hundreds: fewer timed samples than a model's measurement keep
-# building it in seconds; each sample still lasts the profile's min_sample_ms.
-_TABLE_WARMUP = 5
+# A table entry is one of hundreds: timed as any part of a model (part_protocol), with
+# fewer samples than a whole model's measurement.
 _TABLE_REPEATS = 25
 
 
@@ -131,11 +130,8 @@ class LayerLatencyTable:
         cache: LatencyCache | None = None,
         lock: DeviceLock | None = None,
     ) -> None:
-        protocol = profile.model_copy(update={
-            "warmup": min(profile.warmup, _TABLE_WARMUP),
-            "repeats": min(profile.repeats, _TABLE_REPEATS),
-        })
-        self.meter = LatencyMeter(protocol, cache=cache, lock=lock)
+        self.meter = LatencyMeter(part_protocol(profile, _TABLE_REPEATS), cache=cache,
+                                  lock=lock)
         self._known: dict[str, float] = {}
 
     @property

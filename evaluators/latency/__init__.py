@@ -10,7 +10,7 @@ from evaluators.latency._base import BackendUnavailable, LatencyBackend
 from evaluators.latency._cache import LatencyCache
 from evaluators.latency._latency import Latency
 from evaluators.latency._lock import DeviceLock
-from evaluators.latency._meter import LatencyMeter
+from evaluators.latency._meter import LatencyMeter, part_protocol
 from evaluators.latency._model import (
     BlockLatencyTable,
     LatencyModel,
@@ -45,5 +45,6 @@ __all__ = [
     "get_backend",
     "list_backends",
     "model_path",
+    "part_protocol",
     "register_backend",
 ]

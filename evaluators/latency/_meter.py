@@ -28,12 +28,37 @@ if TYPE_CHECKING:
     from evaluators.latency._base import LatencyBackend, ModelLike
     from hwprofiles import HardwareProfile
 
-__all__ = ["LatencyMeter"]
+__all__ = ["LatencyMeter", "part_protocol"]
 
 logger = logging.getLogger(__name__)
 
 # seconds to wait before a measurement's next attempt, times the attempt's number
 RETRY_PAUSE_S = 0.25
+# A model's parts (its blocks, its layers) are timed by the hundred to predict or rank
+# candidates, never to stand as a recorded latency: fewer warm-up runs and samples than a
+# whole model's measurement, and samples of at most PART_SAMPLE_MS, keep a table of them
+# built in seconds.
+PART_WARMUP = 5
+PART_SAMPLE_MS = 2.0
+
+
+def part_protocol(profile: HardwareProfile, repeats: int) -> HardwareProfile:
+    """Returns how ``profile`` times one part of a model among hundreds.
+
+    Args:
+        profile: The hardware profile whole models are measured on.
+        repeats: Timed samples per part (the profile's own when it asks for fewer).
+
+    Returns:
+        A copy of ``profile`` with at most ``PART_WARMUP`` warm-up runs, ``repeats`` samples
+        and samples of at most ``PART_SAMPLE_MS``; its fingerprint, hence its cache entries,
+        differ from the whole models'.
+    """
+    return profile.model_copy(update={
+        "warmup": min(profile.warmup, PART_WARMUP),
+        "repeats": min(profile.repeats, repeats),
+        "min_sample_ms": min(profile.min_sample_ms, PART_SAMPLE_MS),
+    })
 
 
 class LatencyMeter:

@@ -29,7 +29,7 @@ from torch import nn
 
 from evaluators._io import atomic_write_text
 from evaluators._structure import structure_key
-from evaluators.latency._meter import LatencyMeter
+from evaluators.latency._meter import LatencyMeter, part_protocol
 
 if TYPE_CHECKING:
     from evaluators.latency._cache import LatencyCache
@@ -42,7 +42,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # a block is one of hundreds: fewer timed samples than a model's measurement
-_BLOCK_WARMUP = 5
 _BLOCK_REPEATS = 30
 _FORMAT = "hwnas.latency_model"
 _VERSION = 1
@@ -109,10 +108,7 @@ class BlockLatencyTable:
     """
 
     def __init__(self, meter: LatencyMeter) -> None:
-        protocol = meter.profile.model_copy(update={
-            "warmup": min(meter.profile.warmup, _BLOCK_WARMUP),
-            "repeats": min(meter.profile.repeats, _BLOCK_REPEATS),
-        })
+        protocol = part_protocol(meter.profile, _BLOCK_REPEATS)
         self.meter = LatencyMeter(protocol, cache=meter.cache, lock=meter.lock)
         self._known: dict[str, float] = {}
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from compress import LatencyTarget, LayerLatencyTable, LayerSpec, MacsTarget, prune
-from evaluators.latency import Latency, LatencyCache, LatencyMeter
+from evaluators.latency import Latency, LatencyCache, LatencyMeter, part_protocol
 from hwprofiles import HardwareProfile, load_profile
 
 SHAPE = (1, 3, 64, 64)
@@ -194,6 +194,7 @@ def test_the_layer_table_measures_once_per_spec_and_persists(tmp_path) -> None:
     spec = LayerSpec("conv", 16, 32, (3, 3), padding=(1, 1), in_hw=(16, 16))
     cache = LatencyCache(tmp_path / "cache.db")
     table = LayerLatencyTable(profile, cache=cache)
+    assert table.meter.profile == part_protocol(profile, 25)  # short samples, as any part
     first = table.latency_ms(spec)
     assert table.latency_ms(spec) == first and table.measured == 1
     reopened = LayerLatencyTable(profile, cache=LatencyCache(tmp_path / "cache.db"))

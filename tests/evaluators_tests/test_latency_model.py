@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from evaluators.latency import (
+    BlockLatencyTable,
     DeviceLock,
     LatencyCache,
     LatencyMeter,
@@ -17,7 +18,9 @@ from evaluators.latency import (
     LatencyModelError,
     chain_blocks,
     model_path,
+    part_protocol,
 )
+from evaluators.latency._meter import PART_SAMPLE_MS
 from evaluators.latency._model import _check_chain
 from hwprofiles import HardwareProfile, load_profile
 from search_spaces import get_search_space
@@ -91,3 +94,15 @@ def test_a_file_that_is_not_a_latency_model_is_refused(tmp_path: Path) -> None:
     path.write_text("{truncated")
     with pytest.raises(LatencyModelError, match="cannot read"):
         LatencyModel.load(path)
+
+
+def test_parts_are_timed_with_short_samples_whole_models_with_the_profiles_own() -> None:
+    profile = load_profile("cpu")
+    assert profile.min_sample_ms > PART_SAMPLE_MS  # a whole model's samples are longer
+    part = part_protocol(profile, 30)
+    assert (part.warmup, part.repeats, part.min_sample_ms) == (5, 30, PART_SAMPLE_MS)
+    assert part.fingerprint() != profile.fingerprint()  # never one another's cache entries
+    assert BlockLatencyTable(LatencyMeter(profile)).meter.profile == part
+    quick = HardwareProfile(**{**profile.model_dump(), "warmup": 2, "repeats": 10,
+                               "min_sample_ms": 0.5})
+    assert part_protocol(quick, 30) == quick  # a quicker profile is not slowed down
