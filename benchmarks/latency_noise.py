@@ -205,7 +205,7 @@ def print_table(rows: list[Row]) -> None:
         table.add_row(*row)
     console = Console()
     if not console.is_terminal:  # piped to a file: don't squeeze the table to 80 columns
-        console = Console(width=160)
+        console = Console(width=200)
     console.print(table)
 
 
