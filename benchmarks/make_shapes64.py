@@ -91,18 +91,33 @@ def make(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.int64)
 
 
+def write(path: Path, n: int, seed: int = 0) -> tuple[int, ...]:
+    """Writes ``n`` images made with ``seed`` (and the class names) to the npz ``path``
+    atomically, its folder created if need be, and returns the images' array shape."""
+    x, y = make(n, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(tmp, x=x, y=y, classes=np.array(CLASSES))
+    tmp.replace(path)
+    return x.shape
+
+
+def written(path: Path, n: int, seed: int = 0) -> Path:
+    """Returns ``path``, first writing ``n`` images made with ``seed`` there if it does
+    not exist (a cache: an existing file is taken as it is)."""
+    if not path.exists():
+        write(path, n, seed)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="the .npz file to write")
     parser.add_argument("--n", type=int, default=6000, help="images in all (default 6000)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    x, y = make(args.n, args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp.npz")
-    np.savez_compressed(tmp, x=x, y=y, classes=np.array(CLASSES))
-    tmp.replace(args.out)
-    print(f"wrote {args.out}: x {x.shape} {x.dtype}, {len(CLASSES)} classes")
+    shape = write(args.out, args.n, args.seed)
+    print(f"wrote {args.out}: x {shape} uint8, {len(CLASSES)} classes")
     return 0
 
 

@@ -50,7 +50,6 @@ from evaluators import (
     SandwichConfig,
     SupernetEvaluator,
     TabularEvaluator,
-    atomic_write,
     load_dataset,
     train_supernet,
 )
@@ -63,7 +62,7 @@ from pareto import hypervolume, normalized, pareto_mask
 from search_spaces import CellSpace, ChoiceSpace, TableSpace, get_search_space
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_shapes64 import make as make_shapes  # noqa: E402
+from make_shapes64 import written as shapes_written  # noqa: E402
 
 OBJECTIVES = Objectives({"accuracy": "max", "latency_ms": "min"}, {})
 DIRECTIONS = ["max", "min"]
@@ -140,10 +139,7 @@ def mobilenet_data(name: str, shapes_n: int, cache_dir: Path) -> DataSplits:
     if name == "digits":
         return load_dataset("digits", path=None, image_size=16, val_fraction=0.2,
                             test_fraction=0.2, seed=0)
-    path = cache_dir / f"shapes-{shapes_n}.npz"
-    if not path.exists():
-        x, y = make_shapes(shapes_n, seed=0)
-        atomic_write(path, lambda tmp: np.savez_compressed(tmp, x=x, y=y))
+    path = shapes_written(cache_dir / f"shapes-{shapes_n}.npz", shapes_n)
     return load_dataset("npz", path=path, image_size=16, val_fraction=0.5,
                         test_fraction=0.1, seed=0)
 

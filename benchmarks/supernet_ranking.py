@@ -81,7 +81,7 @@ from nas._config import ConfigError, RunSpec, SupernetConfig, load_config
 from search_spaces import Arch, SearchSpace, get_search_space
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_shapes64 import make as make_shapes  # noqa: E402
+from make_shapes64 import written as shapes_written  # noqa: E402
 
 RECIPE_KEYS = (*SupernetConfig.model_fields, "recalibration_batches")
 
@@ -236,10 +236,7 @@ def load_data(args: argparse.Namespace, spec: RunSpec, out: Path) -> tuple[DataS
         data = load_dataset(d.dataset, path=d.path, image_size=image_size, val_fraction=d.val_fraction,
                             test_fraction=d.test_fraction, seed=spec.experiment.seed)
         return data, f"{d.dataset}:{d.path}:{image_size}"
-    path = out / f"shapes-{args.shapes_n}.npz"
-    if not path.exists():
-        x, y = make_shapes(args.shapes_n, seed=0)
-        atomic_write(path, lambda tmp: np.savez_compressed(tmp, x=x, y=y))
+    path = shapes_written(out / f"shapes-{args.shapes_n}.npz", args.shapes_n)
     data = load_dataset("npz", path=path, image_size=image_size, val_fraction=d.val_fraction,
                         test_fraction=d.test_fraction, seed=spec.experiment.seed)
     return data, f"shapes:{args.shapes_n}:{image_size}:{d.val_fraction}:{d.test_fraction}"
