@@ -242,7 +242,8 @@ def main() -> int:
     problems: list[tuple[Problem, list[int]]] = []
     for name in args.problems.split(","):
         if name == "mobilenet":
-            cache = args.mobilenet_cache or Path(f"runs/bench_mobilenet400-{args.mobilenet_data}.csv")
+            default = Path(f"runs/bench_mobilenet400-{args.mobilenet_data}.csv")
+            cache = args.mobilenet_cache or default
             cache.parent.mkdir(parents=True, exist_ok=True)
             problems.append((mobilenet_problem(cache, args.supernet_epochs, args.mobilenet_data,
                                                args.shapes_n), [args.mobilenet_trials]))
