@@ -148,8 +148,9 @@ def test_a_step_over_the_budget_is_tried_again_with_a_smaller_cut(model, meter, 
 class DriftingMeter(LatencyMeter):
     """A meter whose measurements of one model at a time drift (the machine's speed changed
     between them), while models measured side by side share the machine's state and compare
-    fairly: the first reading is half the truth, the later ones 40% of it, so a cut planned
-    from the first reading looks as if it reached its goal long before it has."""
+    fairly: the first reading is half the truth, the later ones 30% of it, so whatever the
+    first round of cuts saves, measured alone it looks as if it reached the goal (a 1.67x
+    illusion), and only the comparison side by side shows it short."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -158,22 +159,23 @@ class DriftingMeter(LatencyMeter):
     def measure(self, model, input_shape: Sequence[int], *, key: str | None = None) -> Latency:
         latency = super().measure(model, input_shape, key=key)
         self.alone += 1
-        factor = 0.5 if self.alone == 1 else 0.4
+        factor = 0.5 if self.alone == 1 else 0.3
         return dataclasses.replace(latency, median_ms=factor * latency.median_ms)
 
 
 def test_a_speedup_short_beside_the_unpruned_model_prunes_on(model, meter, table, caplog) -> None:
+    asked = 1.5  # above what the first round of cuts saves, below the 1.67x illusion
     drifting = DriftingMeter(meter.profile, cache=meter.cache, lock=meter.lock)
-    target = LatencyTarget(meter=drifting, input_shape=SHAPE, speedup=1.3, table=table)
+    target = LatencyTarget(meter=drifting, input_shape=SHAPE, speedup=asked, table=table)
     with caplog.at_level("INFO", logger="compress._pruning"):
         result = prune(model, torch.zeros(SHAPE), target=target, iterations=1)
     checks = [float(m) for m in re.findall(r"side by side, .* \((\d+\.\d+)x\)", caplog.text)]
     # measured alone, the first step looked done at its goal; beside the unpruned model it
     # was short, so pruning went on, and the last comparison shows more speed than the first
-    assert len(checks) >= 2 and checks[0] < 1.3 and checks[-1] > checks[0]
+    assert len(checks) >= 2 and checks[0] < asked and checks[-1] > checks[0]
     assert any(s.step >= 1 for s in result.steps) and len(checks) <= 1 + target.confirmations
     assert round(result.speedup_side_by_side, 2) == checks[-1]
-    assert result.target_met == (result.speedup_side_by_side >= 1.3)
+    assert result.target_met == (result.speedup_side_by_side >= asked)
     if not result.target_met:
         assert "measured beside the unpruned model" in result.note
 
