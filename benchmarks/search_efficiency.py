@@ -34,6 +34,7 @@ proposes (exactly so with ``--max-concurrent 1``).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -50,6 +51,7 @@ from evaluators import (
     SandwichConfig,
     SupernetEvaluator,
     TabularEvaluator,
+    atomic_write_text,
     load_dataset,
     train_supernet,
 )
@@ -146,9 +148,22 @@ def mobilenet_data(name: str, shapes_n: int, cache_dir: Path) -> DataSplits:
 
 def mobilenet_problem(cache: Path, epochs: int, data_name: str, shapes_n: int) -> Problem:
     """Returns the mobilenet-400 problem, its table read from ``cache`` or built there
-    (a supernet trained on ``data_name``, then all 400 archs evaluated with it)."""
+    (a supernet trained on ``data_name``, then all 400 archs evaluated with it); the
+    settings it was built with are kept beside it (``*.settings.json``).
+
+    Raises:
+        SystemExit: ``cache`` exists but was built with other settings, or records none.
+    """
     space = get_search_space("mobilenet_elastic", **SMALL_MOBILENET)
+    settings = {"data": data_name, "supernet_epochs": epochs, "space": SMALL_MOBILENET,
+                **({"shapes_n": shapes_n} if data_name == "shapes" else {})}
+    recorded = cache.with_name(f"{cache.stem}.settings.json")
     if cache.exists():
+        kept = json.loads(recorded.read_text()) if recorded.exists() else None
+        if kept != json.loads(json.dumps(settings)):
+            raise SystemExit(
+                f"--mobilenet-cache {cache}: built with {kept or 'unrecorded settings'}, not "
+                f"{settings}; delete it or name another file to build the table again")
         frame = pd.read_csv(cache)
     else:
         data = mobilenet_data(data_name, shapes_n, cache.parent)
@@ -174,7 +189,8 @@ def mobilenet_problem(cache: Path, epochs: int, data_name: str, shapes_n: int) -
             if (i + 1) % 50 == 0:
                 print(f"  evaluated {i + 1}/{len(archs)} archs ({time.perf_counter() - start:.0f} s)")
         frame = pd.DataFrame(rows)
-        frame.to_csv(cache, index=False)
+        atomic_write_text(cache, frame.to_csv(index=False))
+        atomic_write_text(recorded, json.dumps(settings, indent=1))
     table = TabularEvaluator.from_frame(frame, list(space.choices()), {"accuracy": "accuracy", "latency_ms": "latency_ms"})
     return Problem(f"mobilenet-400-{data_name}", space, table)
 
