@@ -25,6 +25,17 @@ runs, 2 seeds) the 16 subnets' stand-alone means spanned 0.815-0.872, but a subn
 differed by 0.008 (mean sd), one run ranked the other at tau 0.41, and the supernet ranked
 their mean at tau 0.46 [0.10, 0.71], rho 0.67, ordering 29 of the 32 resolved pairs alike.
 
+More images for the same number of steps do not steady it either. With 60,000 shapes
+(48,000 to train: ``--shapes-n 60000 --set data.val_fraction=0.1 --set
+data.test_fraction=0.1``) and 3 epochs for the supernet and for every subnet (``--set
+supernet.epochs=3 --standalone-epochs 3``, as many steps as 30 epochs of 4,800 images), with
+``--spacing log-macs``, the subnets reached 0.915-0.940 trained alone (seed 0) and the
+supernet ranked that run at tau 0.65 [0.39, 0.88], rho 0.82 [0.55, 0.96]. But a second run
+(seed 1, on the smallest and largest subnets and the 8 next smallest) moved a subnet by 0.5
+points (pooled sd; 1.8 at most) in a range 2.3 times narrower than on 4,800 images, one run
+ranked the other at tau 0.51 on those 10, and the supernet ranked seed 0 at tau 0.42 on the
+same 10: relative to the spread the reference is about as noisy as before.
+
 On the quickstart's digits every subnet reaches 0.98-1.0 and the order is noise, so by
 default the data are the synthetic shapes of ``make_shapes64.py`` (written once into the
 output folder) at the config's image size; ``--data config`` uses the config's own data.
