@@ -181,7 +181,7 @@ def build_splits(
 def load_dataset(
     dataset: str,
     *,
-    path: Path | None,
+    path: str | Path | None,
     image_size: int | None,
     val_fraction: float,
     test_fraction: float,
@@ -189,7 +189,7 @@ def load_dataset(
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> DataSplits:
     """Returns the splits of a named data set: ``digits``, or ``npz`` / ``imagefolder`` read
-    from ``path``, no array larger than ``max_bytes``.
+    from ``path`` (a ``str`` or ``Path``), no array larger than ``max_bytes``.
 
     Raises:
         DataError: unknown data set, missing path, or a file or folder that cannot be used
@@ -203,9 +203,9 @@ def load_dataset(
     elif path is None:
         raise DataError(f"data.path: required when data.dataset is {dataset!r}")
     elif dataset == "npz":
-        x, y, classes, scale = load_npz_arrays(path, max_bytes=max_bytes, image_size=image_size)
+        x, y, classes, scale = load_npz_arrays(Path(path), max_bytes=max_bytes, image_size=image_size)
     else:
-        folder = load_image_folder(path, image_size=image_size, max_bytes=max_bytes)
+        folder = load_image_folder(Path(path), image_size=image_size, max_bytes=max_bytes)
         x, y, classes, scale, given = folder.x, folder.y, folder.classes, 1.0 / 255.0, folder.given
     if given:
         indices = complete_splits(

@@ -41,6 +41,16 @@ def test_npz_channels_first_and_seeded_splits(tmp_path: Path) -> None:
     assert not torch.equal(a.x_val, c.x_val)
 
 
+def test_a_path_given_as_a_string_reads_the_same_file(tmp_path: Path) -> None:
+    make_npz(tmp_path / "s.npz")
+    as_path = load_dataset("npz", path=tmp_path / "s.npz", image_size=None, val_fraction=0.2,
+                           test_fraction=0.2, seed=0)
+    as_str = load_dataset("npz", path=str(tmp_path / "s.npz"), image_size=None,
+                          val_fraction=0.2, test_fraction=0.2, seed=0)
+    assert torch.equal(as_path.x_train, as_str.x_train)
+    assert torch.equal(as_path.y_test, as_str.y_test)
+
+
 def test_digits_are_bundled() -> None:
     data = load_dataset("digits", path=None, image_size=16, val_fraction=0.2, test_fraction=0.2, seed=0)
     assert data.num_classes == 10 and data.input_shape == (1, 1, 16, 16)
