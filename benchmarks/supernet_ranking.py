@@ -68,9 +68,12 @@ import hashlib
 import itertools
 import json
 import multiprocessing
+import os
 import random
 import sys
+import threading
 import time
+import warnings
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +104,7 @@ from search_spaces import Arch, SearchSpace, get_search_space
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_shapes64 import written as shapes_written  # noqa: E402
 
+BOOTSTRAP_RESAMPLES = 2000
 RECIPE_KEYS = (*SupernetConfig.model_fields, "recalibration_batches")
 
 
@@ -116,6 +120,20 @@ class Recipe:
         """Returns a short hash of everything the trained supernet depends on."""
         text = json.dumps([self.supernet.model_dump(), data_key, space_key, seed], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def start_worker(threads: int, parent: int) -> None:
+    """Sets a stand-alone worker's torch threads and makes it exit once ``parent`` (the
+    benchmark) is gone: killed, the benchmark leaves no worker training on beside the next
+    run. Returns at once; the watch runs in a daemon thread."""
+    torch.set_num_threads(threads)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def parse_recipe(text: str, spec: RunSpec) -> Recipe:
@@ -202,17 +220,20 @@ def inherited_accuracy(supernet: torch.nn.Module, arch: Arch, data: DataSplits, 
 
 def agreement(inherited: np.ndarray, standalone: np.ndarray, seed: int) -> dict[str, float]:
     """Returns Kendall tau and Spearman rho of the two accuracies, their p-values and
-    percentile-bootstrap 95% intervals over the subnets."""
+    percentile-bootstrap 95% intervals over the subnets (2,000 resamples of the subnets; a
+    resample whose accuracies are all equal has no rank correlation and is left out)."""
     out: dict[str, float] = {}
-    for name, fn in (("kendall_tau", stats.kendalltau), ("spearman_rho", stats.spearmanr)):
-        result = fn(inherited, standalone)
-        out[name], out[f"{name}_p"] = float(result.statistic), float(result.pvalue)
-        interval = stats.bootstrap(
-            (inherited, standalone), lambda a, b: fn(a, b).statistic, paired=True,
-            vectorized=False, n_resamples=2000, method="percentile",
-            random_state=np.random.default_rng(seed),
-        ).confidence_interval
-        out[f"{name}_low"], out[f"{name}_high"] = float(interval.low), float(interval.high)
+    rng = np.random.default_rng(seed)
+    resamples = rng.integers(0, len(inherited), size=(BOOTSTRAP_RESAMPLES, len(inherited)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        for name, fn in (("kendall_tau", stats.kendalltau), ("spearman_rho", stats.spearmanr)):
+            result = fn(inherited, standalone)
+            out[name], out[f"{name}_p"] = float(result.statistic), float(result.pvalue)
+            boot = np.array([fn(inherited[i], standalone[i]).statistic for i in resamples])
+            boot = boot[~np.isnan(boot)]
+            low, high = np.percentile(boot, [2.5, 97.5]) if len(boot) else (np.nan, np.nan)
+            out[f"{name}_low"], out[f"{name}_high"] = float(low), float(high)
     return out
 
 
@@ -368,9 +389,9 @@ def main(argv: list[str] | None = None) -> int:
             # torch's threads split among the processes; each run seeds itself, so its score
             # does not depend on which process trains it
             threads = max(1, torch.get_num_threads() // workers)
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=torch.set_num_threads,
-                                     initargs=(threads,)) as pool:
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=start_worker, initargs=(threads, os.getpid()))
+            try:
                 jobs: dict[Future[float], tuple[int, Arch]] = {
                     pool.submit(train_standalone, space, arch, data, base, epochs=epochs,
                                 batch_size=batch_size, seed=run_seed): (run_seed, arch)
@@ -378,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 for job in as_completed(jobs):
                     keep(*jobs[job], job.result())
+            finally:
+                # on an error or Ctrl-C the queued runs are dropped, not trained to the end
+                pool.shutdown(wait=True, cancel_futures=True)
     per_seed = np.array([[runs[s][a.key()] for a in archs] for s in seeds])
     standalone = per_seed.mean(axis=0)
     ceiling = reference_agreement(per_seed, seed)
@@ -463,6 +487,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{min(inherited):.3f}-{max(inherited):.3f}",
         )
     console.print(table)
+    chance = 1.0 / data.num_classes
+    if standalone.max() < 1.5 * chance:
+        console.print(f"[yellow]the stand-alone subnets are near chance ({standalone.max():.3f} "
+                      f"at best, chance {chance:.3f}): their order is noise; train longer "
+                      f"(--standalone-epochs) or on more data (--shapes-n)[/yellow]")
+    for r in results:
+        if np.isnan(r["kendall_tau"]):
+            console.print(f"[yellow]recipe {r['recipe']}: tau and rho are undefined, the "
+                          f"inherited or the stand-alone accuracies being all equal[/yellow]")
     atomic_write_text(out / "ranking.json", json.dumps(
         {"standalone_seeds": seeds, "standalone_epochs": epochs, "reference_agreement": ceiling,
          "recipes": results}, indent=1))

@@ -1,0 +1,117 @@
+"""The supernet-ranking benchmark on a tiny space and a few hundred shapes: it runs end to end
+in worker processes, reports tau and rho with their intervals, reuses what it trained, and
+leaves no worker behind when it is killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import supernet_ranking  # noqa: E402
+
+
+@pytest.fixture()
+def config(tmp_path: Path, tiny_options: dict[str, Any]) -> Path:
+    path = tmp_path / "ranking.yaml"
+    path.write_text(yaml.safe_dump({
+        "experiment": {"name": "ranking-smoke", "seed": 0},
+        "data": {"dataset": "digits", "image_size": 12, "val_fraction": 0.25,
+                 "test_fraction": 0.1, "batch_size": 32},
+        "search_space": {"name": "mobilenet_elastic", **tiny_options},
+        "supernet": {"epochs": 1},
+        "hardware": {"profile": "cpu"},
+    }))
+    return path
+
+
+def test_the_benchmark_reports_rank_agreement_and_reuses_what_it_trained(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    argv = [str(config), "--data", "config", "--subnets", "5", "--standalone-epochs", "2",
+            "--standalone-seeds", "2", "--workers", "2", "--out", str(out)]
+    assert supernet_ranking.main(argv) == 0
+    report = json.loads((out / "ranking.json").read_text())
+    assert report["standalone_seeds"] == [0, 1] and report["standalone_epochs"] == 2
+    (recipe,) = report["recipes"]
+    assert -1.0 <= recipe["kendall_tau_low"] <= recipe["kendall_tau"] <= recipe["kendall_tau_high"] <= 1.0
+    assert -1.0 <= recipe["spearman_rho"] <= 1.0
+    assert len(recipe["subnets"]) == 5
+    for subnet in recipe["subnets"]:
+        assert len(subnet["standalone_runs"]) == 2 and 0.0 <= subnet["inherited"] <= 1.0
+        assert subnet["standalone"] == pytest.approx(sum(subnet["standalone_runs"]) / 2)
+    assert report["reference_agreement"]["pairs"]  # two seeds: their agreement is reported
+    assert "Kendall tau" in capsys.readouterr().out
+
+    # a second run with the same settings trains nothing: every score and the supernet are
+    # read back, and the report is the same
+    kept = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "ranking.json"}
+    assert any(n.startswith("supernet-") for n in kept)
+    assert supernet_ranking.main(argv) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()
+            if p.name != "ranking.json"} == kept
+    again = json.loads((out / "ranking.json").read_text())
+    assert again["recipes"][0]["subnets"] == recipe["subnets"]
+
+
+def test_a_killed_benchmark_leaves_no_worker_training(tmp_path: Path) -> None:
+    # a parent process gives its pool of stand-alone workers a long job, then is killed
+    # with SIGKILL (no cleanup of its own runs): its workers exit on their own
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent(f"""
+        import multiprocessing, os, sys, time
+        from concurrent.futures import ProcessPoolExecutor
+        sys.path.insert(0, {str(BENCHMARKS)!r})
+        from supernet_ranking import start_worker
+
+        def train_long(pids):
+            with open(pids, "a") as f:
+                f.write(f"{{os.getpid()}}\\n")
+            time.sleep(600)
+
+        if __name__ == "__main__":
+            pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=start_worker, initargs=(1, os.getpid()))
+            jobs = [pool.submit(train_long, sys.argv[1]) for _ in range(2)]
+            time.sleep(600)
+    """))
+    pids = tmp_path / "workers.txt"
+    parent = subprocess.Popen([sys.executable, str(script), str(pids)])
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (
+                not pids.exists() or len(pids.read_text().split()) < 2):
+            time.sleep(0.2)
+        workers = [int(p) for p in pids.read_text().split()]
+        assert len(workers) == 2 and all(_alive(p) for p in workers)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = [p for p in workers if _alive(p)]
+    for pid in alive:  # do not leave them to the rest of the suite either
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"workers {alive} outlived their killed parent"
+
+
+def _alive(pid: int) -> bool:
+    """Returns whether process ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
