@@ -15,7 +15,14 @@ from compress._latency_pruning import LatencyAwarePruner
 from compress._latency_table import LayerLatencyTable, LayerSpec
 from compress._openvino import openvino_accuracy, quantize_nncf, read_openvino_metadata
 from compress._pipeline import CompressionPipeline, StageRecord, deployed_summary
-from compress._pruning import LatencyTarget, MacsTarget, PruneResult, PruneStep, prune
+from compress._pruning import (
+    LatencyTarget,
+    MacsTarget,
+    PruneResult,
+    PruneStep,
+    SideBySideCheck,
+    prune,
+)
 from compress._settings import CompressSettings, DistillSettings, PruneSettings
 from compress._structure import load_pruned, save_pruned
 from compress._tensorrt import build_engine, tensorrt_unavailable_reason
@@ -32,7 +39,8 @@ __all__ = [
     "CompressSettings", "CompressionPipeline", "CompressionStage", "DistillConfig",
     "DistillSettings", "DistillStep", "ImportanceCriterion", "LatencyAwarePruner",
     "LatencyTarget", "LayerLatencyTable", "LayerSpec", "MacsTarget", "ModelContext",
-    "PruneResult", "PruneSettings", "PruneStep", "StageOutput", "StageRecord", "StageSkipped",
+    "PruneResult", "PruneSettings", "PruneStep", "SideBySideCheck", "StageOutput", "StageRecord",
+    "StageSkipped",
     "build_engine", "deployed_summary", "distill", "export_modelopt_onnx", "export_onnx", "get_importance", "kd_loss",
     "list_importances", "load_pruned", "onnx_accuracy", "openvino_accuracy", "preprocess",
     "prune", "quantize_modelopt", "quantize_nncf", "quantize_onnxruntime", "read_metadata",

@@ -129,6 +129,15 @@ class PruneStep:
     val_accuracy: float | None = None  # after the step's fine-tuning
 
 
+@dataclass(frozen=True)
+class SideBySideCheck:
+    """One comparison of the pruned model with the unpruned one in interleaved rounds."""
+
+    after_steps: int  # how many of the result's steps were recorded before it
+    speedup: float  # unpruned over pruned median latency
+    unreliable_reason: str = ""  # why the device could not measure it reliably, if it could not
+
+
 @dataclass(frozen=True, kw_only=True)
 class PruneResult:
     """The pruned model, its cost before and after, and the replayable plan."""
@@ -148,8 +157,10 @@ class PruneResult:
     history: list[list[Any]]
     target_met: bool = True
     note: str = ""  # why pruning stopped short of the target, when it did
-    # a speed-up target: unpruned over pruned latency, measured in interleaved rounds
+    # a speed-up target: unpruned over pruned latency, measured in interleaved rounds (the
+    # last of ``side_by_side_checks``, every comparison taken, unreliable ones included)
     speedup_side_by_side: float | None = None
+    side_by_side_checks: tuple[SideBySideCheck, ...] = ()
 
     @property
     def plan(self) -> dict[str, Any]:
@@ -160,6 +171,7 @@ class PruneResult:
             "target_met": self.target_met,
             "note": self.note,
             "speedup_side_by_side": self.speedup_side_by_side,
+            "side_by_side_checks": [asdict(c) for c in self.side_by_side_checks],
             "before": {"macs": self.macs_before, "params": self.params_before,
                        "latency_ms": self.latency_before_ms},
             "after": {"macs": self.macs_after, "params": self.params_after,
@@ -279,12 +291,13 @@ def prune(
     Each step has a geometrically spaced goal (the same MACs or latency factor per step).
     A ``LatencyTarget`` is pursued by measurement (see :class:`LatencyAwarePruner`); when
     no cut saves time any more, pruning stops short and the result says why. A speed-up
-    reached counts once it holds measured beside ``model`` in interleaved rounds; short of
-    it, up to ``target.confirmations`` more steps prune on by the gap. After every
-    step, ``finetune(model, step)`` may train the pruned copy; with ``validate`` (accuracy
-    on held-out data) a step that loses more than ``max_accuracy_drop`` points against the
-    unpruned model is undone; a latency step is then tried again with smaller cuts
-    (``STEP_RETRIES``), a MACs step stops pruning there.
+    reached counts once it holds measured beside ``model`` in interleaved rounds, and only
+    when the device measured that comparison reliably (an unreliable one is taken again, up
+    to ``UNRELIABLE_REMEASURES`` times); short of it, up to ``target.confirmations`` more
+    steps prune on by the gap. After every step, ``finetune(model, step)`` may train the
+    pruned copy; with ``validate`` (accuracy on held-out data) a step that loses more than
+    ``max_accuracy_drop`` points against the unpruned model is undone; a latency step is
+    then tried again with smaller cuts (``STEP_RETRIES``), a MACs step stops pruning there.
 
     Args:
         model: The model to prune; left untouched.
@@ -479,11 +492,20 @@ def _prune_latency(
         if run_step(i, goal) or latency <= final_ms:
             break
     side_by_side: float | None = None
+    doubt = ""
+    checks: list[SideBySideCheck] = []
+
+    def compare() -> tuple[float, str]:
+        taken = _compare_side_by_side(meter, original, pruned, target.input_shape,
+                                      after_steps=len(steps))
+        checks.extend(taken)
+        return taken[-1].speedup, taken[-1].unreliable_reason
+
     if target.speedup is not None and iterations and not note and latency <= final_ms:
         # The unpruned model was measured minutes before the pruned one, and a shared
         # machine's speed drifts by more than a few percent in that time: a speed-up counts
         # when it holds measured beside the unpruned model. Short of it, prune on by the gap.
-        side_by_side = _speedup_side_by_side(meter, original, pruned, target.input_shape)
+        side_by_side, doubt = compare()
         for extra in range(target.confirmations):
             if side_by_side >= target.speedup:
                 break
@@ -492,31 +514,50 @@ def _prune_latency(
                         "short of %.2fx; pruning on to %.4f ms", side_by_side, target.speedup,
                         goal)
             stop = run_step(iterations + extra, goal)
-            side_by_side = _speedup_side_by_side(meter, original, pruned, target.input_shape)
+            side_by_side, doubt = compare()
             if stop:
                 break
-        if side_by_side < target.speedup and not note:
+        if doubt:
+            # a figure the device could not measure reliably confirms nothing
+            note = (f"measured beside the unpruned model, {side_by_side:.2f}x of the "
+                    f"{target.speedup:.2f}x asked, but not reliably ({doubt}); not counted as "
+                    f"reached" + (f"; {note}" if note else ""))
+        elif side_by_side < target.speedup and not note:
             note = (f"measured beside the unpruned model, {side_by_side:.2f}x of the "
                     f"{target.speedup:.2f}x asked")
     if not note and latency > final_ms:
         note = (f"reached {base_ms / latency:.2f}x of the {base_ms / final_ms:.2f}x asked: the "
                 f"remaining cuts save too little time on profile {profile.name!r}")
-    met = latency <= final_ms if side_by_side is None else side_by_side >= (target.speedup or 0)
+    met = (latency <= final_ms if side_by_side is None
+           else side_by_side >= (target.speedup or 0) and not doubt)
     return PruneResult(
         model=pruned.eval(), importance=criterion.name, target=_target_dict(target),
         macs_before=base_macs, macs_after=count_macs(pruned, shape), params_before=base_params,
         params_after=count_params(pruned), latency_before_ms=base_ms, latency_after_ms=latency,
         steps=tuple(steps), target_met=met, note=note, speedup_side_by_side=side_by_side,
+        side_by_side_checks=tuple(checks),
         history=json.loads(json.dumps(pruner.history)),
     )
 
 
-def _speedup_side_by_side(meter: LatencyMeter, original: nn.Module, pruned: nn.Module,
-                          input_shape: tuple[int, ...]) -> float:
-    """Returns the unpruned over the pruned model's median latency, measured in interleaved
-    rounds (see :meth:`LatencyMeter.measure_side_by_side`)."""
-    before, after = meter.measure_side_by_side([original, pruned], input_shape,
-                                               rounds=CONFIRM_ROUNDS)
-    logger.info("prune: side by side, unpruned %.4f ms, pruned %.4f ms (%.2fx)",
-                before.median_ms, after.median_ms, before.median_ms / after.median_ms)
-    return before.median_ms / after.median_ms
+def _compare_side_by_side(meter: LatencyMeter, original: nn.Module, pruned: nn.Module,
+                          input_shape: tuple[int, ...], *,
+                          after_steps: int) -> list[SideBySideCheck]:
+    """Returns the comparisons taken of the unpruned with the pruned model, measured in
+    interleaved rounds (see :meth:`LatencyMeter.measure_side_by_side`): one, or, while the
+    device could not measure them reliably, up to ``UNRELIABLE_REMEASURES`` more. The last
+    one decides."""
+    taken: list[SideBySideCheck] = []
+    for _ in range(1 + UNRELIABLE_REMEASURES):
+        before, after = meter.measure_side_by_side([original, pruned], input_shape,
+                                                   rounds=CONFIRM_ROUNDS)
+        check = SideBySideCheck(after_steps, before.median_ms / after.median_ms,
+                                before.unreliable_reason or after.unreliable_reason)
+        taken.append(check)
+        logger.info("prune: side by side, unpruned %.4f ms, pruned %.4f ms (%.2fx)%s",
+                    before.median_ms, after.median_ms, check.speedup,
+                    f"; unreliable: {check.unreliable_reason}" if check.unreliable_reason
+                    else "")
+        if not check.unreliable_reason:
+            break
+    return taken

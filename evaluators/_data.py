@@ -203,7 +203,8 @@ def load_dataset(
     elif path is None:
         raise DataError(f"data.path: required when data.dataset is {dataset!r}")
     elif dataset == "npz":
-        x, y, classes, scale = load_npz_arrays(Path(path), max_bytes=max_bytes, image_size=image_size)
+        x, y, classes, scale = load_npz_arrays(Path(path), max_bytes=max_bytes,
+                                               image_size=image_size)
     else:
         folder = load_image_folder(Path(path), image_size=image_size, max_bytes=max_bytes)
         x, y, classes, scale, given = folder.x, folder.y, folder.classes, 1.0 / 255.0, folder.given

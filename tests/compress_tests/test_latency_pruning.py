@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Sequence
 
 import pytest
@@ -73,6 +72,9 @@ def latency_aware(model, meter, table):
 
 def test_latency_target_is_reached_by_measurement(model, meter, latency_aware) -> None:
     result = latency_aware
+    if result.side_by_side_checks[-1].unreliable_reason:  # the machine was too busy to tell
+        assert not result.target_met and "not reliably" in result.note
+        pytest.skip(f"the device could not confirm the speed-up: {result.note}")
     assert result.target_met and result.latency_after_ms <= result.latency_before_ms / 1.3
     # and it held measured beside the unpruned model, which is what counts
     assert result.speedup_side_by_side >= 1.3
@@ -148,8 +150,8 @@ def test_a_step_over_the_budget_is_tried_again_with_a_smaller_cut(model, meter, 
 class DriftingMeter(LatencyMeter):
     """A meter whose measurements of one model at a time drift (the machine's speed changed
     between them), while models measured side by side share the machine's state and compare
-    fairly: the first reading is half the truth, the later ones 30% of it, so whatever the
-    first round of cuts saves, measured alone it looks as if it reached the goal (a 1.67x
+    fairly: the first reading is half the truth, the later ones 20% of it, so whatever the
+    first round of cuts saves, measured alone it looks as if it reached the goal (a 2.5x
     illusion), and only the comparison side by side shows it short."""
 
     def __init__(self, *args, **kwargs) -> None:
@@ -159,25 +161,63 @@ class DriftingMeter(LatencyMeter):
     def measure(self, model, input_shape: Sequence[int], *, key: str | None = None) -> Latency:
         latency = super().measure(model, input_shape, key=key)
         self.alone += 1
-        factor = 0.5 if self.alone == 1 else 0.3
+        factor = 0.5 if self.alone == 1 else 0.2
         return dataclasses.replace(latency, median_ms=factor * latency.median_ms)
 
 
-def test_a_speedup_short_beside_the_unpruned_model_prunes_on(model, meter, table, caplog) -> None:
-    asked = 1.5  # above what the first round of cuts saves, below the 1.67x illusion
+def test_a_speedup_short_beside_the_unpruned_model_prunes_on(model, meter, table) -> None:
+    # The first round cuts one block of channels, the smallest that saves time whatever the
+    # gap: measured side by side it made this model 1.13-1.63x faster. Asked is above that
+    # and below the 2.5x illusion.
+    asked = 2.0
     drifting = DriftingMeter(meter.profile, cache=meter.cache, lock=meter.lock)
     target = LatencyTarget(meter=drifting, input_shape=SHAPE, speedup=asked, table=table)
-    with caplog.at_level("INFO", logger="compress._pruning"):
-        result = prune(model, torch.zeros(SHAPE), target=target, iterations=1)
-    checks = [float(m) for m in re.findall(r"side by side, .* \((\d+\.\d+)x\)", caplog.text)]
-    # measured alone, the first step looked done at its goal; beside the unpruned model it
-    # was short, so pruning went on, and the last comparison shows more speed than the first
-    assert len(checks) >= 2 and checks[0] < asked and checks[-1] > checks[0]
-    assert any(s.step >= 1 for s in result.steps) and len(checks) <= 1 + target.confirmations
-    assert round(result.speedup_side_by_side, 2) == checks[-1]
-    assert result.target_met == (result.speedup_side_by_side >= asked)
-    if not result.target_met:
+    result = prune(model, torch.zeros(SHAPE), target=target, iterations=1)
+    checks = result.side_by_side_checks
+    assert checks and result.speedup_side_by_side == checks[-1].speedup
+    assert result.plan["side_by_side_checks"][-1]["speedup"] == checks[-1].speedup
+    # what decides is the last comparison, and only when the device measured it reliably
+    last = checks[-1]
+    assert result.target_met == (last.speedup >= asked and not last.unreliable_reason)
+    if last.unreliable_reason:
+        assert "not reliably" in result.note and not result.target_met
+    elif not result.target_met:
         assert "measured beside the unpruned model" in result.note
+    # an unreliable comparison is taken again, up to twice, and a reliable one is not
+    for earlier, later in zip(checks, checks[1:]):
+        assert (earlier.unreliable_reason or later.after_steps > earlier.after_steps
+                or "no cut" in result.note)
+    first = checks[0]
+    if not first.unreliable_reason:
+        # measured alone, the first step looked done at its goal; beside the unpruned model
+        # it was short, so pruning went on, and the last comparison shows more speed
+        assert first.speedup < asked and first.after_steps == 1
+        assert any(s.step >= 1 for s in result.steps)
+        if not last.unreliable_reason:
+            assert last.speedup > first.speedup and last.after_steps > first.after_steps
+
+
+class FlaggingMeter(LatencyMeter):
+    """A meter on a machine too busy for any comparison in interleaved rounds to count."""
+
+    def measure_side_by_side(self, models, input_shape, *, rounds: int = 3) -> list[Latency]:
+        measured = super().measure_side_by_side(models, input_shape, rounds=rounds)
+        return [m.flagged("CV 0.300 above max_cv 0.1") for m in measured]
+
+
+def test_a_speedup_the_device_cannot_confirm_is_not_counted_as_reached(
+    model, meter, table
+) -> None:
+    flagging = FlaggingMeter(meter.profile, cache=meter.cache, lock=meter.lock)
+    target = LatencyTarget(meter=flagging, input_shape=SHAPE, speedup=1.3, table=table,
+                           confirmations=0)
+    result = prune(model, torch.zeros(SHAPE), target=target, iterations=1)
+    # taken three times, and each time the device could not measure it reliably
+    assert len(result.side_by_side_checks) == 3
+    assert all(c.unreliable_reason for c in result.side_by_side_checks)
+    assert not result.target_met
+    assert "not reliably (CV 0.300 above max_cv 0.1)" in result.note
+    assert result.latency_after_ms < result.latency_before_ms  # the cuts stay: they save time
 
 
 def test_targets_validate_their_arguments(meter) -> None:
