@@ -167,7 +167,7 @@ class DriftingMeter(LatencyMeter):
 
 def test_a_speedup_short_beside_the_unpruned_model_prunes_on(model, meter, table) -> None:
     # The first round cuts one block of channels, the smallest that saves time whatever the
-    # gap: measured side by side it made this model 1.13-1.63x faster. Asked is above that
+    # gap: measured side by side it made this model 1.15-1.63x faster. Asked is above that
     # and below the 2.5x illusion.
     asked = 2.0
     drifting = DriftingMeter(meter.profile, cache=meter.cache, lock=meter.lock)
