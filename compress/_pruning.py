@@ -41,6 +41,7 @@ from compress._importance import ImportanceCriterion, fill_gradients, get_import
 from compress._latency_pruning import LatencyAwarePruner
 from compress._latency_table import LayerLatencyTable
 from evaluators import atomic_write_text, count_macs, count_params
+from evaluators.latency import UNRELIABLE_RETAKES
 
 if TYPE_CHECKING:
     from evaluators.latency import LatencyMeter
@@ -49,8 +50,6 @@ __all__ = ["LatencyTarget", "MacsTarget", "PruneResult", "PruneStep", "prune"]
 
 logger = logging.getLogger(__name__)
 
-# Extra measurements of a whole model when the meter flags one unreliable.
-UNRELIABLE_REMEASURES = 2
 # A latency step that costs more accuracy than allowed is tried again with a smaller cut
 # (half the way), at most this many times, before pruning stops there.
 STEP_RETRIES = 2
@@ -293,7 +292,7 @@ def prune(
     no cut saves time any more, pruning stops short and the result says why. A speed-up
     reached counts once it holds measured beside ``model`` in interleaved rounds, and only
     when the device measured that comparison reliably (an unreliable one is taken again, up
-    to ``UNRELIABLE_REMEASURES`` times); short of it, up to ``target.confirmations`` more
+    to ``UNRELIABLE_RETAKES`` times); short of it, up to ``target.confirmations`` more
     steps prune on by the gap. After every step, ``finetune(model, step)`` may train the
     pruned copy; with ``validate`` (accuracy on held-out data) a step that loses more than
     ``max_accuracy_drop`` points against the unpruned model is undone; a latency step is
@@ -417,7 +416,7 @@ def _prune_latency(
         # not measure reliably, measure again and keep the fastest median
         latency = meter.measure(pruned, target.input_shape)
         medians = [latency.median_ms]
-        for _ in range(UNRELIABLE_REMEASURES):
+        for _ in range(UNRELIABLE_RETAKES):
             if latency.reliable:
                 break
             latency = meter.measure(pruned, target.input_shape)
@@ -544,13 +543,12 @@ def _compare_side_by_side(meter: LatencyMeter, original: nn.Module, pruned: nn.M
                           input_shape: tuple[int, ...], *,
                           after_steps: int) -> list[SideBySideCheck]:
     """Returns the comparisons taken of the unpruned with the pruned model, measured in
-    interleaved rounds (see :meth:`LatencyMeter.measure_side_by_side`): one, or, while the
-    device could not measure them reliably, up to ``UNRELIABLE_REMEASURES`` more. The last
-    one decides."""
-    taken: list[SideBySideCheck] = []
-    for _ in range(1 + UNRELIABLE_REMEASURES):
-        before, after = meter.measure_side_by_side([original, pruned], input_shape,
-                                                   rounds=CONFIRM_ROUNDS)
+    interleaved rounds (see :meth:`LatencyMeter.compare_side_by_side`): one, or, while the
+    device could not measure them reliably, up to ``UNRELIABLE_RETAKES`` more. The last one
+    decides."""
+    taken = []
+    for before, after in meter.compare_side_by_side([original, pruned], input_shape,
+                                                    rounds=CONFIRM_ROUNDS):
         check = SideBySideCheck(after_steps, before.median_ms / after.median_ms,
                                 before.unreliable_reason or after.unreliable_reason)
         taken.append(check)
@@ -558,6 +556,4 @@ def _compare_side_by_side(meter: LatencyMeter, original: nn.Module, pruned: nn.M
                     before.median_ms, after.median_ms, check.speedup,
                     f"; unreliable: {check.unreliable_reason}" if check.unreliable_reason
                     else "")
-        if not check.unreliable_reason:
-            break
     return taken

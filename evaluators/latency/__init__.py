@@ -10,7 +10,7 @@ from evaluators.latency._base import BackendUnavailable, LatencyBackend
 from evaluators.latency._cache import LatencyCache
 from evaluators.latency._latency import Latency
 from evaluators.latency._lock import DeviceLock
-from evaluators.latency._meter import LatencyMeter, part_protocol
+from evaluators.latency._meter import UNRELIABLE_RETAKES, LatencyMeter, part_protocol
 from evaluators.latency._model import (
     BlockLatencyTable,
     LatencyModel,
@@ -27,6 +27,7 @@ from evaluators.latency._registry import (
 )
 
 __all__ = [
+    "UNRELIABLE_RETAKES",
     "BackendUnavailable",
     "BlockLatencyTable",
     "CoreActivity",

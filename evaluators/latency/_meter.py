@@ -28,12 +28,15 @@ if TYPE_CHECKING:
     from evaluators.latency._base import LatencyBackend, ModelLike
     from hwprofiles import HardwareProfile
 
-__all__ = ["LatencyMeter", "part_protocol"]
+__all__ = ["UNRELIABLE_RETAKES", "LatencyMeter", "part_protocol"]
 
 logger = logging.getLogger(__name__)
 
 # seconds to wait before a measurement's next attempt, times the attempt's number
 RETRY_PAUSE_S = 0.25
+#: Whole measurements (each of up to ``max_attempts`` attempts) or comparisons taken again,
+#: at most, when the device flagged the one before unreliable: a figure a decision rests on.
+UNRELIABLE_RETAKES = 2
 # A model's parts (its blocks, its layers) are timed by the hundred to predict or rank
 # candidates, never to stand as a recorded latency: fewer warm-up runs and samples than a
 # whole model's measurement, and samples of at most PART_SAMPLE_MS, keep a table of them
@@ -132,7 +135,8 @@ class LatencyMeter:
         return (self.profile.batch_size, *dims[1:])
 
     def measure(
-        self, model: ModelLike, input_shape: Sequence[int], *, key: str | None = None
+        self, model: ModelLike, input_shape: Sequence[int], *, key: str | None = None,
+        retakes: int = 0,
     ) -> Latency:
         """Returns the latency of ``model`` on this meter's profile.
 
@@ -143,15 +147,19 @@ class LatencyMeter:
             key: A stable architecture key. With a key, a cached result for the same
                 key, profile fingerprint and input shape is returned without timing, and
                 a new measurement is stored.
+            retakes: Whole measurements taken again, at most, while the device could not
+                measure reliably (each after ``max_attempts`` attempts): a figure a decision
+                rests on gets ``UNRELIABLE_RETAKES``.
 
         Returns:
             The measured (or cached) latency. A measurement noisier than ``max_cv`` or taken
             while other processes contend for its cores is repeated (up to
-            ``max_attempts``); when none was reliable, the least disturbed one is returned
-            with ``reliable=False`` and the reason, and is not cached.
+            ``max_attempts``, then ``retakes`` more measurements); when none was reliable,
+            the least disturbed one is returned with ``reliable=False`` and the reason, and
+            is not cached.
 
         Raises:
-            ValueError: ``input_shape`` is malformed.
+            ValueError: ``input_shape`` is malformed or ``retakes < 0``.
             TypeError: The backend cannot time this kind of model.
             TimeoutError: The device lock has a timeout and it passed.
         """
@@ -164,7 +172,14 @@ class LatencyMeter:
                 return cached
             self.misses += 1
 
-        latency = self._time(model, shape)
+        if retakes < 0:
+            raise ValueError(f"retakes: must be >= 0, got {retakes}")
+        taken = [self._time(model, shape)]
+        while not taken[-1].reliable and len(taken) <= retakes:
+            logger.info("latency on profile %r unreliable (%s): measuring again, %d of %d",
+                        self.profile.name, taken[-1].unreliable_reason, len(taken), retakes)
+            taken.append(self._time(model, shape))
+        latency = taken[-1] if taken[-1].reliable else min(taken, key=lambda t: (t.load, t.cv))
         logger.debug(
             "%s on %s %s: median %.3f ms, p90 %.3f ms, cv %.3f",
             key or type(model).__name__, self.profile.name, shape,
@@ -216,6 +231,28 @@ class LatencyMeter:
                     f"{len(bad)} of {rounds} rounds unreliable: {bad[0].unreliable_reason}")
             results.append(latency)
         return results
+
+    def compare_side_by_side(
+        self, models: Sequence[ModelLike], input_shape: Sequence[int], *, rounds: int = 3,
+        retakes: int = UNRELIABLE_RETAKES,
+    ) -> list[list[Latency]]:
+        """Returns every comparison of ``models`` taken in interleaved rounds (see
+        :meth:`measure_side_by_side`): one, or, while the device flagged any of its figures
+        unreliable, up to ``retakes`` more. The last one decides; when its figures are still
+        flagged, nothing may be concluded from them.
+
+        Raises:
+            ValueError: ``input_shape`` is malformed, ``rounds < 1`` or ``retakes < 0``.
+        """
+        if retakes < 0:
+            raise ValueError(f"retakes: must be >= 0, got {retakes}")
+        taken = [self.measure_side_by_side(models, input_shape, rounds=rounds)]
+        while len(taken) <= retakes and not all(m.reliable for m in taken[-1]):
+            reason = next(m.unreliable_reason for m in taken[-1] if not m.reliable)
+            logger.info("side by side on profile %r unreliable (%s): comparing again, %d of %d",
+                        self.profile.name, reason, len(taken), retakes)
+            taken.append(self.measure_side_by_side(models, input_shape, rounds=rounds))
+        return taken
 
     def _time(self, model: ModelLike, shape: tuple[int, ...]) -> Latency:
         """Times ``model`` with the profile's protocol, holding the device lock (and bound to

@@ -370,6 +370,56 @@ def test_noisy_measurements_are_repeated_and_the_quietest_kept(lock: DeviceLock)
     assert backend.calls == 1
 
 
+def test_a_measurement_a_decision_rests_on_is_taken_again_while_unreliable(
+    lock: DeviceLock,
+) -> None:
+    noisy, quiet = [1.0] * 9 + [20.0], [1.0] * 10
+    profile = _profile("cpu", max_cv=0.1, max_attempts=1)
+    # flagged once, then reliable: the retake stands, and is cached
+    backend = _Scripted(profile, [noisy, quiet])
+    meter = LatencyMeter(profile, lock=lock, backend=backend)
+    latency = meter.measure(_net(), SHAPE, key="settles", retakes=2)
+    assert backend.calls == 2 and latency.reliable and latency.cv == 0.0
+    assert meter.cache.get("settles", profile.fingerprint(), (1, *SHAPE[1:])) is not None
+    # flagged every time: 1 + retakes measurements, the least noisy one returned, flagged
+    backend = _Scripted(profile, [noisy, [1.0] * 9 + [1.5], noisy, quiet])
+    latency = LatencyMeter(profile, lock=lock, backend=backend).measure(_net(), SHAPE, retakes=2)
+    assert backend.calls == 3 and not latency.reliable and 0 < latency.cv < 0.2
+    # a reliable one is not taken again, and no retakes is the meter's own protocol
+    backend = _Scripted(profile, [quiet, noisy])
+    meter = LatencyMeter(profile, lock=lock, backend=backend)
+    assert meter.measure(_net(), SHAPE, retakes=2).reliable
+    assert backend.calls == 1
+    backend = _Scripted(profile, [noisy, quiet])
+    assert not LatencyMeter(profile, lock=lock, backend=backend).measure(_net(), SHAPE).reliable
+    assert backend.calls == 1
+    with pytest.raises(ValueError, match="retakes: must be >= 0"):
+        meter.measure(_net(), SHAPE, retakes=-1)
+
+
+def test_a_comparison_is_taken_again_while_any_of_its_figures_is_unreliable(
+    lock: DeviceLock,
+) -> None:
+    noisy, quiet = [1.0] * 9 + [20.0], [1.0] * 10
+    profile = _profile("cpu", max_cv=0.1, max_attempts=1)
+    # two models, two rounds: four timings per comparison; one noisy round flags its model
+    backend = _Scripted(profile, [quiet, noisy, quiet, quiet] + [quiet] * 4)
+    taken = LatencyMeter(profile, lock=lock, backend=backend).compare_side_by_side(
+        [_net(), _net()], SHAPE, rounds=2)
+    assert len(taken) == 2 and backend.calls == 8
+    assert not all(m.reliable for m in taken[0]) and all(m.reliable for m in taken[1])
+    flagged = next(m for m in taken[0] if not m.reliable)
+    assert "1 of 2 rounds unreliable" in flagged.unreliable_reason
+    # never reliable: 1 + retakes comparisons, the last one flagged
+    backend = _Scripted(profile, [noisy] * 6)
+    taken = LatencyMeter(profile, lock=lock, backend=backend).compare_side_by_side(
+        [_net(), _net()], SHAPE, rounds=1, retakes=2)
+    assert len(taken) == 3 and not any(m.reliable for m in taken[-1])
+    with pytest.raises(ValueError, match="retakes: must be >= 0"):
+        LatencyMeter(profile, lock=lock, backend=backend).compare_side_by_side(
+            [_net()], SHAPE, retakes=-1)
+
+
 def test_a_cache_written_before_load_was_recorded_still_opens(tmp_path: Path) -> None:
     import sqlite3
 
