@@ -8,6 +8,12 @@ the last accepted model. When the chain is done, every accepted stage's artifact
 again side by side (interleaved rounds, so the machine's state touches all alike), and the
 model ships the fastest of them that is no slower than the baseline (ties: the most
 accurate): ``pareto.choose_deployed``.
+
+A figure the device flags unreliable (too noisy, or taken while other processes used its
+cores) is measured again, and a comparison taken again (``UNRELIABLE_RETAKES``). Every record
+says whether its latency was measured reliably. A stage whose comparison with its input or
+the baseline stayed unreliable is *unconfirmed*: not shown to be no slower, so it never ships
+and the chain goes on from the last accepted model.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from compress._pruned import PrunedStage
 from compress._structure import save_pruned, structure_key
 from compress._tensorrt_stage import TensorRTStage
 from evaluators import accuracy, atomic_write_bytes, count_macs, count_params, export_onnx
-from evaluators.latency import Latency
+from evaluators.latency import UNRELIABLE_RETAKES, Latency
 from pareto import choose_deployed
 
 __all__ = ["CompressionPipeline", "StageRecord", "deployed_summary"]
@@ -56,12 +62,14 @@ class StageRecord:
     macs: float
     size_bytes: float
     artifact: str  # the deployable file, relative to the run directory's models/
-    status: str  # ok | rejected | slower | skipped
+    status: str  # ok | rejected | slower | unconfirmed | skipped
     reason: str
     latency_samples_ms: str = "[]"  # JSON list of the timed runs behind latency_ms
     input_stage: str = ""  # the stage whose model this one started from
     speedup: float = math.nan  # the baseline's latency over this one's
     deployed: bool = False  # the artifact this model ships
+    latency_reliable: bool = True  # whether the device measured latency_ms reliably
+    latency_note: str = ""  # why not, when not
 
     def to_dict(self) -> dict[str, object]:
         """Returns the row as a dict."""
@@ -202,15 +210,15 @@ class CompressionPipeline:
                                math.nan, size, artifact, "ok", f"built ({out.info})")
         # a stage that changes weights only (distillation) runs its input's graph: one key
         if key not in measured:
-            measured[key] = ctx.meter.measure(timed, ctx.input_shape, key=key)
+            measured[key] = ctx.meter.measure(timed, ctx.input_shape, key=key,
+                                              retakes=UNRELIABLE_RETAKES)
         latency = measured[key]
-        return StageRecord(
+        return _with_latency(StageRecord(
             model_id=ctx.model_id, stage=stage, accuracy=acc, latency_ms=latency.median_ms,
             latency_cv=latency.cv, params=params, macs=macs, size_bytes=size,
             artifact=artifact, status="ok", reason=", ".join(
                 f"{k}={v}" for k, v in out.info.items() if not isinstance(v, (list, tuple, dict))),
-            latency_samples_ms=_samples_json(latency),
-        )
+        ), latency)
 
     def _side_by_side(
         self, ctx: ModelContext, records: list[StageRecord], accepted: dict[str, _Timed]
@@ -221,9 +229,9 @@ class CompressionPipeline:
             return records
         keys = list(dict.fromkeys(t.key for t in accepted.values()))
         first = {key: next(t.timed for t in accepted.values() if t.key == key) for key in keys}
-        measured = ctx.meter.measure_side_by_side(
+        taken = ctx.meter.compare_side_by_side(
             [first[k] for k in keys], ctx.input_shape, rounds=SIDE_BY_SIDE_ROUNDS)
-        latency = dict(zip(keys, measured))
+        latency = dict(zip(keys, taken[-1]))  # the last comparison decides
         by_stage = {stage: latency[t.key] for stage, t in accepted.items()}
         base = by_stage.get("baseline")
         result = []
@@ -233,19 +241,29 @@ class CompressionPipeline:
                 result.append(record)
                 continue
             record = dataclasses.replace(
-                record, latency_ms=lat.median_ms, latency_cv=lat.cv,
-                latency_samples_ms=_samples_json(lat),
+                _with_latency(record, lat),
                 speedup=base.median_ms / lat.median_ms if base is not None else math.nan)
             parent = by_stage.get(record.input_stage)
-            slower = [(name, ref) for name, ref in (("its input", parent), ("the baseline", base))
-                      if ref is not None and record.stage != "baseline"
-                      and lat.median_ms > ref.median_ms]
-            if slower:
+            refs = [(name, ref) for name, ref in (("its input", parent), ("the baseline", base))
+                    if ref is not None and record.stage != "baseline"]
+            # the baseline is the model itself: its figure is kept, flagged if need be
+            doubtful = ([m for m in (lat, *(ref for _, ref in refs)) if not m.reliable]
+                        if refs else [])
+            slower = [(name, ref) for name, ref in refs if lat.median_ms > ref.median_ms]
+            if doubtful:
+                name, ref = (slower or refs)[0]
+                record = _verdict(record, "unconfirmed", (
+                    f"measured side by side {len(taken)} times, last {lat.median_ms:.4f} ms "
+                    f"against {name}'s {ref.median_ms:.4f} ms on profile "
+                    f"{ctx.profile.name!r}, but never reliably ({doubtful[0].unreliable_reason})"
+                    f": not shown to be no slower, so not shipped"))
+            elif slower:
                 name, ref = slower[0]
                 record = _verdict(record, "slower", (
                     f"measured side by side, {lat.median_ms:.4f} ms is "
                     f"{lat.median_ms / ref.median_ms:.2f}x {name}'s {ref.median_ms:.4f} ms on "
                     f"profile {ctx.profile.name!r}: not shipped"))
+            if record.status != "ok":
                 for file in accepted[record.stage].files:  # never left where a deployer looks
                     (ctx.out_dir / file).unlink(missing_ok=True)
             result.append(record)
@@ -264,9 +282,11 @@ class CompressionPipeline:
         chain goes on from when it is not.
 
         ``pair`` is what ``parent`` and this stage timed: a stage whose own measurement says
-        it is slower than its input is timed again beside it in interleaved rounds, and the
-        verdict follows that comparison. Two measurements taken minutes apart differ by the
-        machine's state as much as by the models (on a shared VM, by 10-30%)."""
+        it is slower than its input, or that the device could not measure reliably (its own
+        or its input's), is timed again beside it in interleaved rounds, and the verdict
+        follows that comparison; one that stays unreliable is *unconfirmed*. Two measurements
+        taken minutes apart differ by the machine's state as much as by the models (on a
+        shared VM, by 10-30%)."""
         record = dataclasses.replace(record, input_stage=parent.stage if parent else "")
         if not math.isfinite(record.accuracy):
             return record
@@ -278,16 +298,26 @@ class CompressionPipeline:
                 f"test accuracy {record.accuracy:.4f} is {drop:.2f} points below the "
                 f"baseline's {baseline.accuracy:.4f} (budget {budget:g}); the next stage "
                 f"starts from the {back} model"))
-        if parent is None or record.latency_ms <= parent.latency_ms:
+        if parent is None:
+            return record
+        reliable = record.latency_reliable and parent.latency_reliable
+        if record.latency_ms <= parent.latency_ms and (reliable or pair is None):
             return record
         first, theirs, ours, how = record.latency_ms, parent.latency_ms, record.latency_ms, ""
         if pair is not None:
-            before, after = ctx.meter.measure_side_by_side(
+            taken = ctx.meter.compare_side_by_side(
                 list(pair), ctx.input_shape, rounds=SIDE_BY_SIDE_ROUNDS)
+            before, after = taken[-1]
             theirs, ours = before.median_ms, after.median_ms
             how = "measured side by side, "
-            record = dataclasses.replace(record, latency_ms=ours, latency_cv=after.cv,
-                                         latency_samples_ms=_samples_json(after))
+            record = _with_latency(record, after)
+            if not (before.reliable and after.reliable):
+                return _verdict(record, "unconfirmed", (
+                    f"first measured at {first:.4f} ms against the {parent.stage} model's "
+                    f"{parent.latency_ms:.4f} ms; side by side {len(taken)} times, last "
+                    f"{ours:.4f} ms against {theirs:.4f} ms, but never reliably "
+                    f"({before.unreliable_reason or after.unreliable_reason}): not shown to be "
+                    f"no slower than its input, so the next stage starts from the {back} model"))
             if ours <= theirs:
                 note = (f"first measured at {first:.4f} ms against the {parent.stage} model's "
                         f"{parent.latency_ms:.4f} ms; side by side {ours:.4f} ms against "
@@ -330,21 +360,34 @@ def deployed_summary(records: Sequence[StageRecord]) -> dict[str, Any]:
     if chosen is None:
         return {"model_id": records[0].model_id if records else "", "stage": None,
                 "why": "no stage has a measured accuracy and latency"}
-    slower = [r for r in records if r.status == "slower"]
     why = ("the fastest stage within the accuracy budget, no slower than the baseline"
            if chosen.stage != "baseline" else
            "no later stage was both within the accuracy budget and faster than the baseline")
-    if slower:
-        why += "; " + "; ".join(f"{r.stage} was slower ({r.reason})" for r in slower)
+    for r in records:
+        if r.status == "slower":
+            why += f"; {r.stage} was slower ({r.reason})"
+        elif r.status == "unconfirmed":
+            why += f"; {r.stage} could not be measured reliably ({r.reason})"
+    if not chosen.latency_reliable:
+        why += (f"; its own latency could not be measured reliably ({chosen.latency_note}): "
+                "measure it again on a quieter device")
     return {"model_id": chosen.model_id, "stage": chosen.stage, "artifact": chosen.artifact,
             "accuracy": chosen.accuracy, "latency_ms": chosen.latency_ms,
-            "speedup": chosen.speedup, "why": why}
+            "latency_reliable": chosen.latency_reliable, "speedup": chosen.speedup, "why": why}
 
 
 def _verdict(record: StageRecord, status: str, why: str) -> StageRecord:
     """Returns ``record`` with ``status``, its reason ``why`` followed by what the stage said."""
     return dataclasses.replace(record, status=status,
                                reason=why + (f" [{record.reason}]" if record.reason else ""))
+
+
+def _with_latency(record: StageRecord, latency: Latency) -> StageRecord:
+    """Returns ``record`` with ``latency``'s median, CV, samples and reliability."""
+    return dataclasses.replace(
+        record, latency_ms=latency.median_ms, latency_cv=latency.cv,
+        latency_samples_ms=_samples_json(latency), latency_reliable=latency.reliable,
+        latency_note=latency.unreliable_reason)
 
 
 def _samples_json(latency: Latency) -> str:

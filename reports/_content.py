@@ -306,9 +306,27 @@ def _why(run: RunData, model: str, stage: str) -> str:
     for r in rows.itertuples():
         if r.status == "slower":
             parts.append(f"{r.stage} was slower on this profile")
+        elif r.status == "unconfirmed":
+            parts.append(f"{r.stage} could not be measured reliably on this profile")
         elif r.status == "rejected":
             parts.append(f"{r.stage} lost too much accuracy")
     return "; ".join(parts)
+
+
+def _unreliable(row: Any) -> bool:
+    """Returns whether a compression row's latency was flagged unreliable (rows of runs from
+    before the flag was kept have none, and count as they were recorded)."""
+    reliable = getattr(row, "latency_reliable", True)
+    return reliable is not None and not pd.isna(reliable) and not bool(reliable)
+
+
+def _stage_reason(row: Any) -> str:
+    """Returns a compression row's reason, and that its latency is unreliable if it is."""
+    reason = str(row.reason or "")
+    if _unreliable(row):
+        note = f"latency not measured reliably: {getattr(row, 'latency_note', '')}"
+        reason = f"{reason}; {note}" if reason else note
+    return reason
 
 
 def decision(run: RunData, model: str) -> str:
@@ -322,6 +340,10 @@ def decision(run: RunData, model: str) -> str:
         lead = "no later stage was both within the accuracy budget and faster"
     else:
         lead = "the fastest stage within the accuracy budget and no slower than the baseline"
+    if _unreliable(pd.Series(chosen)):
+        why = (f"{why}; " if why else "") + (
+            f"its latency could not be measured reliably ({chosen.get('latency_note', '')}), "
+            "so measure it again on a quieter device")
     return (f"Ships {artifact} ({chosen['stage']}: test accuracy {float(chosen['accuracy']):.4f}, "
             f"{float(chosen['latency_ms']):.4f} ms): {lead}" + (f"; {why}." if why else "."))
 
@@ -358,7 +380,7 @@ def model_sections(
             shipped = _final_stages(run).get(model, {}).get("stage")
             section.stages = [{
                 "stage": str(r.stage), "status": str(r.status), "accuracy": fmt(r.accuracy),
-                "latency_ms": fmt(r.latency_ms), "reason": str(r.reason or ""),
+                "latency_ms": fmt(r.latency_ms), "reason": _stage_reason(r),
                 "speedup": fmt(base_ms / float(r.latency_ms)) if pd.notna(r.latency_ms) else "",
                 "deployed": "yes" if r.stage == shipped else "",
             } for r in rows.itertuples()]

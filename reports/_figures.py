@@ -29,7 +29,8 @@ STATE_STYLE = {
     "FAIL": ("#d62728", "square"),
 }
 STAGE_ORDER = ("baseline", "pruned", "distilled", "int8", "tensorrt")
-STATUS_COLOUR = {"ok": "#2ca02c", "rejected": "#d62728", "slower": "#ff7f0e", "skipped": "#c7c7c7"}
+STATUS_COLOUR = {"ok": "#2ca02c", "rejected": "#d62728", "slower": "#ff7f0e",
+                 "unconfirmed": "#9467bd", "skipped": "#c7c7c7"}
 LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}, "font": {"size": 12}}
 
 ArchText = Callable[[RunData, str], str]
@@ -267,8 +268,9 @@ def hypervolume_figure(runs: Sequence[RunData]) -> go.Figure | None:
 
 def waterfall_figure(rows: pd.DataFrame, label: str) -> go.Figure:
     """Returns a model's compression waterfall: test accuracy and latency after each stage,
-    rejected stages in red and slower ones in orange with their reason on hover, skipped
-    stages named, and the shipped stage outlined in black."""
+    rejected stages in red, slower ones in orange and ones the device could not compare
+    reliably (unconfirmed) in purple, each with its reason on hover, skipped stages named, and
+    the shipped stage outlined in black."""
     rows = rows.assign(order=rows["stage"].map({s: i for i, s in enumerate(STAGE_ORDER)}))
     rows = rows.sort_values("order")
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
@@ -289,8 +291,8 @@ def waterfall_figure(rows: pd.DataFrame, label: str) -> go.Figure:
                 text.append(f"{value:.4f} ({first / value:.2f}x) shipped")
             elif status == "skipped" or not math.isfinite(value):
                 text.append(str(status))
-            elif status == "slower" and metric == "latency_ms":
-                text.append(f"{value:.4f} ({first / value:.2f}x, slower)")
+            elif status in ("slower", "unconfirmed") and metric == "latency_ms":
+                text.append(f"{value:.4f} ({first / value:.2f}x, {status})")
             elif metric == "accuracy":
                 text.append(f"{value:.4f} ({100 * (value - first):+.2f} pt)")
             else:

@@ -24,7 +24,7 @@ from compress import (
     read_metadata,
     save_pruned,
 )
-from evaluators.latency import DeviceLock, LatencyMeter
+from evaluators.latency import DeviceLock, Latency, LatencyMeter
 from hwprofiles import HardwareProfile, load_profile
 from search_spaces import get_search_space
 
@@ -73,8 +73,11 @@ class Record(CompressionStage):
 
 
 def context(data, tmp_path: Path, model: nn.Module, settings: CompressSettings | None = None) -> ModelContext:
+    # neither noise nor another process's load flags a figure: the verdicts follow the
+    # models (what an unreliable figure changes is tested with a meter that flags them)
     base = load_profile("cpu")
-    profile = HardwareProfile(**{**base.model_dump(), "warmup": 2, "repeats": 10, "max_cv": None})
+    profile = HardwareProfile(**{**base.model_dump(), "warmup": 2, "repeats": 10, "max_cv": None,
+                                 "max_load": None})
     return ModelContext(
         model_id="trial_0", arch_json="{}", build_unpruned=lambda: copy.deepcopy(model), teacher=model,
         data=data, profile=profile, meter=LatencyMeter(profile, lock=DeviceLock("cpu", lock_dir=tmp_path)),
@@ -215,7 +218,6 @@ def test_a_stage_measured_slower_on_its_own_is_timed_again_beside_its_input(
     data, trained, tmp_path: Path
 ) -> None:
     from evaluators import structure_key
-    from evaluators.latency import Latency
 
     ctx = context(data, tmp_path, trained)
     # the faster stage's figure, taken earlier on a disturbed machine, says it is slower
@@ -228,6 +230,80 @@ def test_a_stage_measured_slower_on_its_own_is_timed_again_beside_its_input(
     assert "first measured at 50.0000 ms" in pruned.reason
     assert pruned.latency_ms < base.latency_ms < 50.0
     assert pruned.deployed and (tmp_path / "models" / "trial_0" / "pruned.onnx").is_file()
+
+
+class FlaggingMeter(LatencyMeter):
+    """A meter on a machine too busy for a comparison in interleaved rounds to count: the
+    first ``flagged`` comparisons (all, when None) are flagged unreliable."""
+
+    def __init__(self, *args, flagged: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.flagged, self.comparisons = flagged, 0
+
+    def measure_side_by_side(self, models, input_shape, *, rounds: int = 3) -> list[Latency]:
+        measured = super().measure_side_by_side(models, input_shape, rounds=rounds)
+        self.comparisons += 1
+        if self.flagged is not None and self.comparisons > self.flagged:
+            return measured
+        return [m.flagged("busy device: other processes used 1.50 of 2 cores") for m in measured]
+
+
+def _flagging(ctx: ModelContext, flagged: int | None = None) -> ModelContext:
+    return dataclasses.replace(ctx, meter=FlaggingMeter(ctx.profile, lock=ctx.meter.lock,
+                                                        flagged=flagged))
+
+
+def test_a_stage_never_compared_reliably_is_unconfirmed_and_never_ships(
+    data, trained, tmp_path: Path
+) -> None:
+    # the pruned model is far faster than its input, but the device cannot confirm it
+    ctx = _flagging(context(data, tmp_path, trained))
+    records = CompressionPipeline([HeavyBaseline(), Unwrap()]).run(ctx, trained)
+    base, pruned = records[0], records[1]
+    assert ctx.meter.comparisons == 3  # the final comparison, taken again twice
+    assert pruned.status == "unconfirmed" and "side by side 3 times" in pruned.reason
+    assert "never reliably (busy device: other processes used 1.50 of 2 cores" in pruned.reason
+    assert not pruned.latency_reliable and "busy device" in pruned.latency_note
+    assert pruned.latency_ms < base.latency_ms  # the figures are kept, as measured
+    # only the model itself ships, its own figure flagged for what it is
+    assert base.deployed and not pruned.deployed and not base.latency_reliable
+    folder = tmp_path / "models" / "trial_0"
+    assert not (folder / "pruned.onnx").exists() and (folder / "baseline.onnx").is_file()
+    summary = json.loads((folder / "deployed.json").read_text())
+    assert summary["stage"] == "baseline" and summary["latency_reliable"] is False
+    assert "pruned could not be measured reliably" in summary["why"]
+    assert "measure it again on a quieter device" in summary["why"]
+
+
+def test_an_unreliable_comparison_taken_again_reliably_decides(
+    data, trained, tmp_path: Path
+) -> None:
+    ctx = _flagging(context(data, tmp_path, trained), flagged=1)
+    records = CompressionPipeline([HeavyBaseline(), Unwrap()]).run(ctx, trained)
+    base, pruned = records[0], records[1]
+    assert ctx.meter.comparisons == 2
+    assert pruned.status == "ok" and pruned.deployed and pruned.speedup > 1
+    assert pruned.latency_reliable and base.latency_reliable and not pruned.latency_note
+
+
+def test_a_stage_measured_slower_and_never_compared_reliably_is_not_taken_on(
+    data, trained, tmp_path: Path
+) -> None:
+    from evaluators import structure_key
+
+    recorder = Record()
+    ctx = _flagging(context(data, tmp_path, trained))
+    # the faster stage's own figure, taken on a disturbed machine, says it is slower
+    ctx.meter.cache.put(structure_key(trained), ctx.profile.fingerprint(),
+                        ctx.meter.input_shape(ctx.input_shape), Latency.from_samples([50.0] * 10))
+    records = CompressionPipeline([HeavyBaseline(), Unwrap(), recorder]).run(ctx, trained)
+    pruned = records[1]
+    assert pruned.status == "unconfirmed" and "first measured at 50.0000 ms" in pruned.reason
+    assert "so the next stage starts from the baseline model" in pruned.reason
+    # the chain went on from the last accepted model, the slow baseline
+    assert isinstance(recorder.seen, Heavy) and records[2].input_stage == "baseline"
+    assert not (tmp_path / "models" / "trial_0" / "pruned.onnx").exists()
+    assert next(r for r in records if r.deployed).stage in ("baseline", "distilled")
 
 
 class Tiny(nn.Module):
@@ -300,7 +376,7 @@ def test_openvino_profiles_quantise_with_nncf_and_ship_by_measurement(
     from evaluators.latency import OpenVINOIR
 
     profile = HardwareProfile(**{**load_profile("cpu-openvino").model_dump(), "warmup": 2,
-                                 "repeats": 10, "max_cv": None})
+                                 "repeats": 10, "max_cv": None, "max_load": None})
     ctx = context(data, tmp_path, trained)
     ctx = dataclasses.replace(ctx, profile=profile, meter=LatencyMeter(
         profile, lock=DeviceLock("cpu", lock_dir=tmp_path)))

@@ -101,7 +101,7 @@ def test_a_compression_stage_prints_a_line(trained: tuple[RunSpec, RunDir, str])
                        r"speedup=(\S+) \(\d+\.\d s\)(.*)$", text, re.MULTILINE)
     rows = pd.read_parquet(run.compression)
     assert [line[0] for line in lines] == rows["stage"].tolist(), text
-    assert {line[1] for line in lines} <= {"ok", "rejected", "slower", "skipped"}
+    assert {line[1] for line in lines} <= {"ok", "rejected", "slower", "unconfirmed", "skipped"}
     baseline = lines[0]
     assert baseline[0] == "baseline" and float(baseline[2]) > 0 and float(baseline[3]) > 0
     assert baseline[4] == "1.00x"

@@ -85,10 +85,12 @@ def test_search_writes_a_complete_run_directory_and_resumes(tmp_path: Path) -> N
     rows = pd.read_parquet(run / "compression.parquet")
     assert list(rows.columns) == ["model_id", "stage", "accuracy", "latency_ms", "latency_cv",
                                   "params", "macs", "size_bytes", "artifact", "status", "reason",
-                                  "latency_samples_ms", "input_stage", "speedup", "deployed"]
+                                  "latency_samples_ms", "input_stage", "speedup", "deployed",
+                                  "latency_reliable", "latency_note"]
     assert rows["stage"].tolist() == ["baseline", "pruned", "distilled", "int8", "tensorrt"]
     assert rows.loc[rows["stage"] == "tensorrt", "status"].item() == "skipped"
-    assert set(rows["status"]) <= {"ok", "slower", "skipped"}  # the budget is off here
+    # the budget is off here; a stage the device could not compare reliably is unconfirmed
+    assert set(rows["status"]) <= {"ok", "slower", "unconfirmed", "skipped"}
     by_stage = rows.set_index("stage")
     base_ms = by_stage.loc["baseline", "latency_ms"]
     # what ships was measured no slower than the baseline, and every accepted stage no
@@ -98,6 +100,10 @@ def test_search_writes_a_complete_run_directory_and_resumes(tmp_path: Path) -> N
     for r in rows[(rows["status"] == "ok") & (rows["stage"] != "baseline")
                   & rows["latency_ms"].notna()].itertuples():
         assert r.latency_ms <= by_stage.loc[r.input_stage, "latency_ms"], r
+        # and that on figures the device measured reliably, its own and the baseline's
+        assert r.latency_reliable and by_stage.loc["baseline", "latency_reliable"], r
+    for r in rows[rows["status"] == "unconfirmed"].itertuples():
+        assert "never reliably" in r.reason and not (run / "models" / r.artifact).exists()
     model_dir = run / "models" / rows["model_id"].iloc[0]
     summary = json.loads((model_dir / "deployed.json").read_text())
     assert summary["stage"] == shipped["stage"].item()

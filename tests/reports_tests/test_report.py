@@ -193,6 +193,44 @@ def test_a_slower_int8_is_never_recommended_and_the_page_says_why(
     assert "Ships distilled.onnx" in html
 
 
+def test_a_stage_the_device_could_not_confirm_is_named_and_a_flagged_latency_said(
+    run_factory: MakeRun, tmp_path: Path
+) -> None:
+    from nas._rundir import RunDir
+    from pareto import choose_deployed
+    from reports._content import decision
+
+    root = run_factory("unconfirmed", trials=24, failures=0, int8_slower=True)
+    frame = pd.read_parquet(root / "compression.parquet")
+    model = str(frame["model_id"].iloc[0])
+    mine = frame["model_id"] == model
+    # as the pipeline records it: the distilled stage never compared reliably, and the
+    # baseline, which ships instead, with its own figure flagged
+    note = "busy device: other processes used 1.50 of 2 cores, above max_load 0.25"
+    frame["latency_reliable"], frame["latency_note"] = True, ""
+    distilled = mine & (frame["stage"] == "distilled")
+    baseline = mine & (frame["stage"] == "baseline")
+    frame.loc[distilled, "status"] = "unconfirmed"
+    frame.loc[distilled, "reason"] = "measured side by side 3 times, but never reliably"
+    frame.loc[distilled | baseline, "latency_reliable"] = False
+    frame.loc[distilled | baseline, "latency_note"] = note
+    frame.loc[mine, "deployed"] = False
+    frame.loc[choose_deployed(frame[mine]), "deployed"] = True
+    RunDir(root).write_frame(root / "compression.parquet", frame)
+    [run] = load_runs([root])
+    sentence = decision(run, model)
+    assert sentence.startswith("Ships baseline.onnx"), sentence
+    assert "distilled could not be measured reliably on this profile" in sentence
+    assert f"its latency could not be measured reliably ({note})" in sentence
+    # the other model, measured reliably, says nothing of it
+    other = str(frame.loc[~mine, "model_id"].iloc[0])
+    assert "reliably" not in decision(run, other)
+    out = tmp_path / "report.html"
+    write_report([root], out)
+    html = out.read_text()
+    assert "latency not measured reliably: busy device" in html
+
+
 def test_trials_with_an_unreliable_latency_stay_off_the_front_and_say_so(
     run_factory: MakeRun, tmp_path: Path
 ) -> None:
