@@ -251,6 +251,9 @@ class ModelRecord:
             return None, "the compress settings changed"
         if rows.empty:
             return None, f"{self.path.name} records no stage"
+        if "latency_reliable" not in rows.columns:
+            # its verdicts may rest on figures the device had flagged: it cannot tell
+            return None, "it was recorded before each latency's reliability was kept"
         wrong = mismatched(self.root, files)
         if wrong:
             return None, f"{', '.join(wrong[:3])} missing or damaged (checksum differs)"

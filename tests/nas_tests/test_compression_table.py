@@ -1,8 +1,10 @@
-"""The compression table printed after ``nas compress``: what each stage's note says."""
+"""The compression table printed after ``nas compress`` and the per-model records it resumes
+from: what each stage's note says, and which records are kept."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
@@ -35,3 +37,23 @@ def test_a_latency_the_device_could_not_measure_reliably_is_named_in_the_note() 
     # rows of a run from before the flag was kept have no such columns, and no such note
     old = rows.drop(columns=["latency_reliable", "latency_note"])
     assert "unreliable" not in _render(old)
+
+
+def test_a_model_recorded_before_latency_reliability_was_kept_is_compressed_again(
+    tmp_path: Path,
+) -> None:
+    from nas._compress_stage import ModelRecord
+
+    row = StageRecord("trial_3", "baseline", 0.95, 0.20, 0.03, 1e4, 1e5, 1e5,
+                      "trial_3/baseline.onnx", "ok", "").to_dict()
+    record = ModelRecord(tmp_path / "trial_3")
+    record.root.mkdir()
+    (record.root / "baseline.onnx").write_bytes(b"onnx")
+    record.write("digest", [row])
+    rows, why = record.verified("digest")
+    assert rows is not None and why == "" and bool(rows["latency_reliable"].iloc[0])
+    # the same record without the flag: its verdicts may rest on flagged figures
+    old = {k: v for k, v in row.items() if k not in ("latency_reliable", "latency_note")}
+    record.write("digest", [old])
+    assert record.verified("digest") == (
+        None, "it was recorded before each latency's reliability was kept")
