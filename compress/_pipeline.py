@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 #: Interleaved measurements of each accepted artifact before the deployed one is chosen.
 SIDE_BY_SIDE_ROUNDS = 3
 FLOAT_STAGES = ("baseline", "pruned", "distilled")
+LATENCY_FIELDS = ("latency_ms", "latency_cv", "latency_samples_ms", "latency_reliable",
+                  "latency_note")
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class CompressionPipeline:
         # one measurement per structure in a chain, even one the cache does not keep
         measured: dict[str, Latency] = {}
         timed_of: dict[str, Any] = {}  # what each measured stage timed, to compare again
+        key_of: dict[str, str] = {}  # each measured stage's structure
         for stage in [*self.stages, TensorRTStage()]:
             if isinstance(stage, TensorRTStage):
                 stage.int8_onnx = int8_onnx
@@ -142,8 +145,14 @@ class CompressionPipeline:
             if baseline is None:
                 baseline, ctx.baseline = record, out.model
             if timed is not None:
-                timed_of[stage.name] = timed
+                timed_of[stage.name], key_of[stage.name] = timed, key
             input_timed = timed_of.get(parent.stage) if parent is not None else None
+            if parent is not None and key_of.get(parent.stage) == key:
+                # its input's graph with new weights (distillation): its input's latency, as
+                # judged, is its own; timing one graph against itself would judge noise
+                record = dataclasses.replace(
+                    record, **{f: getattr(parent, f) for f in LATENCY_FIELDS})
+                input_timed = None
             record = self._judge(ctx, record, baseline, parent, last_ok[1],
                                  (input_timed, timed) if input_timed is not None else None)
             if record.status == "ok":

@@ -224,12 +224,18 @@ def test_a_stage_measured_slower_on_its_own_is_timed_again_beside_its_input(
     disturbed = Latency.from_samples([50.0] * 10)
     ctx.meter.cache.put(structure_key(trained), ctx.profile.fingerprint(),
                         ctx.meter.input_shape(ctx.input_shape), disturbed)
-    records = CompressionPipeline([HeavyBaseline(), Unwrap()]).run(ctx, trained)
-    base, pruned = records[0], records[1]
+    records = CompressionPipeline([HeavyBaseline(), Unwrap(), Record()]).run(ctx, trained)
+    base, pruned, distilled = records[0], records[1], records[2]
     assert pruned.status == "ok" and "side by side" in pruned.reason
     assert "first measured at 50.0000 ms" in pruned.reason
     assert pruned.latency_ms < base.latency_ms < 50.0
-    assert pruned.deployed and (tmp_path / "models" / "trial_0" / "pruned.onnx").is_file()
+    # distillation keeps the pruned graph: the pruned model's figure as judged is its own,
+    # never the disturbed one they share, and it is not timed against its own graph
+    assert distilled.status == "ok" and "first measured" not in distilled.reason
+    assert distilled.latency_ms == pruned.latency_ms and distilled.input_stage == "pruned"
+    shipped = next(r for r in records if r.deployed)
+    assert shipped.stage in ("pruned", "distilled")
+    assert (tmp_path / "models" / "trial_0" / f"{shipped.stage}.onnx").is_file()
 
 
 class FlaggingMeter(LatencyMeter):
