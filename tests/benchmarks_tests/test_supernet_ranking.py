@@ -4,6 +4,7 @@ leaves no worker behind when it is killed."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import yaml
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import supernet_ranking  # noqa: E402
+from nas._config import load_config  # noqa: E402
 
 
 @pytest.fixture()
@@ -66,6 +68,17 @@ def test_the_benchmark_reports_rank_agreement_and_reuses_what_it_trained(
             if p.name != "ranking.json"} == kept
     again = json.loads((out / "ranking.json").read_text())
     assert again["recipes"][0]["subnets"] == recipe["subnets"]
+
+
+def test_glyphs_are_drawn_at_the_configs_image_size_and_keyed_by_it(
+    config: Path, tmp_path: Path
+) -> None:
+    args = argparse.Namespace(data="glyphs", glyphs_n=800, shapes_n=4000, image_size=None)
+    data, key = supernet_ranking.load_data(args, load_config(config, []), tmp_path)
+    assert key == "glyphs:800:12:0.25:0.1"  # the caches of another size or split differ
+    assert (tmp_path / "glyphs-800-12.npz").exists()
+    assert data.num_classes == 40 and tuple(data.input_shape) == (1, 3, 12, 12)
+    assert int(data.y_train.numel() + data.y_val.numel() + data.y_test.numel()) == 800
 
 
 def test_a_killed_benchmark_leaves_no_worker_training(tmp_path: Path) -> None:
