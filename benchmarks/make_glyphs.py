@@ -8,8 +8,8 @@ and averaged down, so every stroke is resolved at the size written (unlike the t
 ``make_shapes64.py`` at 16 pixels, finer than a pixel there).
 
 With 40 classes, telling the glyphs apart takes capacity: a subnet's accuracy grows with
-its size instead of saturating as on the digits or the shapes, so a benchmark that ranks
-subnets (``supernet_ranking.py``) has an order to find.
+its size more than it varies between runs, unlike on the digits or the shapes, so a benchmark
+that ranks subnets (``supernet_ranking.py``) has an order to find.
 
     python benchmarks/make_glyphs.py data/glyphs.npz [--n 20000] [--classes 40] [--size 16]
 """
