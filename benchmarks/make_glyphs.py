@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluators import atomic_write
+
 SUPERSAMPLE = 4
 CHUNK = 1000
 
@@ -82,10 +84,8 @@ def write(path: Path, n: int, classes: int = 40, size: int = 16, seed: int = 0) 
     """Writes ``n`` images made with ``seed`` (and the class names) to the npz ``path``
     atomically, its folder created if need be, and returns the images' array shape."""
     x, y = make(n, classes, size, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, x=x, y=y, classes=np.array([f"glyph{i}" for i in range(classes)]))
-    tmp.replace(path)
+    names = np.array([f"glyph{i}" for i in range(classes)])
+    atomic_write(path, lambda f: np.savez_compressed(f, x=x, y=y, classes=names))
     return x.shape
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluators import atomic_write
+
 CLASSES = ("disc", "square", "triangle", "cross", "ring", "diamond",
            "hbars", "vbars", "dbars", "checker")
 SIZE = 64
@@ -95,10 +97,7 @@ def write(path: Path, n: int, seed: int = 0) -> tuple[int, ...]:
     """Writes ``n`` images made with ``seed`` (and the class names) to the npz ``path``
     atomically, its folder created if need be, and returns the images' array shape."""
     x, y = make(n, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, x=x, y=y, classes=np.array(CLASSES))
-    tmp.replace(path)
+    atomic_write(path, lambda f: np.savez_compressed(f, x=x, y=y, classes=np.array(CLASSES)))
     return x.shape
 
 
