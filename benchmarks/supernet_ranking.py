@@ -77,7 +77,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import itertools
 import json
 import multiprocessing
 import os
@@ -85,7 +84,6 @@ import random
 import sys
 import threading
 import time
-import warnings
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +94,6 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from scipy import stats
 
 from evaluators import (
     DataSplits,
@@ -116,8 +113,13 @@ from search_spaces import Arch, SearchSpace, get_search_space
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_glyphs import written as glyphs_written  # noqa: E402
 from make_shapes64 import written as shapes_written  # noqa: E402
+from ranking_agreement import (  # noqa: E402
+    agreement,
+    noise_ceiling,
+    reference_agreement,
+    resolved_pairs,
+)
 
-BOOTSTRAP_RESAMPLES = 2000
 RECIPE_KEYS = (*SupernetConfig.model_fields, "recalibration_batches")
 
 
@@ -229,71 +231,6 @@ def inherited_accuracy(supernet: torch.nn.Module, arch: Arch, data: DataSplits, 
     recalibrate_batchnorm(subnet, data.loader("train", batch_size, shuffle=True, seed=seed),
                           recalibration_batches)
     return accuracy(subnet, data.loader("val", 512))
-
-
-def agreement(inherited: np.ndarray, standalone: np.ndarray, seed: int) -> dict[str, float]:
-    """Returns Kendall tau and Spearman rho of the two accuracies, their p-values and
-    percentile-bootstrap 95% intervals over the subnets (2,000 resamples of the subnets; a
-    resample whose accuracies are all equal has no rank correlation and is left out)."""
-    out: dict[str, float] = {}
-    rng = np.random.default_rng(seed)
-    resamples = rng.integers(0, len(inherited), size=(BOOTSTRAP_RESAMPLES, len(inherited)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.ConstantInputWarning)
-        for name, fn in (("kendall_tau", stats.kendalltau), ("spearman_rho", stats.spearmanr)):
-            result = fn(inherited, standalone)
-            out[name], out[f"{name}_p"] = float(result.statistic), float(result.pvalue)
-            boot = np.array([fn(inherited[i], standalone[i]).statistic for i in resamples])
-            boot = boot[~np.isnan(boot)]
-            low, high = np.percentile(boot, [2.5, 97.5]) if len(boot) else (np.nan, np.nan)
-            out[f"{name}_low"], out[f"{name}_high"] = float(low), float(high)
-    return out
-
-
-def reference_agreement(per_seed: np.ndarray, seed: int) -> dict[str, Any] | None:
-    """Returns how well one stand-alone run ranks another (the noise of the reference itself):
-    the agreement of every pair of seeds and its mean over the pairs, or None with one seed.
-    With four seeds or more, ``halves`` is how well the mean of half the seeds ranks the mean
-    of the other half (mean over up to 10 splits): how far averaging seeds steadies the
-    reference."""
-    k = len(per_seed)
-    if k < 2:
-        return None
-    pairs = [{"seeds": [i, j], **agreement(per_seed[i], per_seed[j], seed)}
-             for i, j in itertools.combinations(range(k), 2)]
-    halves = None
-    if k >= 4:
-        # each split once: the first seed always on the left
-        splits = [list(c) for c in itertools.combinations(range(k), k // 2) if 0 in c][:10]
-        scores = []
-        for left in splits:
-            right = [i for i in range(k) if i not in left][: k // 2]
-            a, b = per_seed[left].mean(axis=0), per_seed[right].mean(axis=0)
-            scores.append((stats.kendalltau(a, b).statistic, stats.spearmanr(a, b).statistic))
-        halves = {"seeds_per_half": k // 2, "splits": len(splits),
-                  "kendall_tau_mean": float(np.mean([t for t, _ in scores])),
-                  "spearman_rho_mean": float(np.mean([r for _, r in scores]))}
-    return {"pairs": pairs, "halves": halves,
-            "kendall_tau_mean": float(np.mean([p["kendall_tau"] for p in pairs])),
-            "spearman_rho_mean": float(np.mean([p["spearman_rho"] for p in pairs]))}
-
-
-def resolved_pairs(inherited: np.ndarray, per_seed: np.ndarray) -> dict[str, float] | None:
-    """Returns, over the subnet pairs whose stand-alone means differ by more than 1.96 standard
-    errors (the seeds' variance pooled over subnets), how many there are and the fraction the
-    supernet orders the same way; None with one seed. Pairs closer than that are a coin toss
-    for the reference too, so no ranking can be judged on them."""
-    k = len(per_seed)
-    if k < 2:
-        return None
-    mean = per_seed.mean(axis=0)
-    margin = 1.96 * float(np.sqrt(2 * per_seed.var(axis=0, ddof=1).mean() / k))
-    i, j = np.triu_indices(len(mean), 1)
-    resolved = np.abs(mean[i] - mean[j]) > margin
-    alike = np.sign(mean[i] - mean[j]) == np.sign(inherited[i] - inherited[j])
-    n = int(resolved.sum())
-    return {"pairs": int(len(i)), "resolved": n, "margin": margin,
-            "alike": float(alike[resolved].mean()) if n else float("nan")}
 
 
 def load_data(args: argparse.Namespace, spec: RunSpec, out: Path) -> tuple[DataSplits, str]:
@@ -424,9 +361,10 @@ def main(argv: list[str] | None = None) -> int:
                 pool.shutdown(wait=True, cancel_futures=True)
     per_seed = np.array([[runs[s][a.key()] for a in archs] for s in seeds])
     standalone = per_seed.mean(axis=0)
-    ceiling = reference_agreement(per_seed, seed)
-    if ceiling is not None:
-        for pair in ceiling["pairs"]:
+    reference = reference_agreement(per_seed, seed)
+    ceiling = noise_ceiling(per_seed, seed)
+    if reference is not None:
+        for pair in reference["pairs"]:
             a, b = (seeds[i] for i in pair["seeds"])
             console.print(
                 f"stand-alone seed {a} against seed {b}: Kendall tau {pair['kendall_tau']:.3f} "
@@ -435,17 +373,26 @@ def main(argv: list[str] | None = None) -> int:
             )
         console.print(
             f"one stand-alone run against another (the most a supernet can show against one run): "
-            f"mean Kendall tau {ceiling['kendall_tau_mean']:.3f}, mean Spearman rho "
-            f"{ceiling['spearman_rho_mean']:.3f}; spread of a subnet over seeds "
+            f"mean Kendall tau {reference['kendall_tau_mean']:.3f}, mean Spearman rho "
+            f"{reference['spearman_rho_mean']:.3f}; spread of a subnet over seeds "
             f"{per_seed.std(axis=0, ddof=1).mean():.3f} (mean sd)"
         )
-        if (halves := ceiling["halves"]) is not None:
+        if (halves := reference["halves"]) is not None:
             console.print(
                 f"the mean of {halves['seeds_per_half']} stand-alone runs against the mean of "
                 f"{halves['seeds_per_half']} others: Kendall tau {halves['kendall_tau_mean']:.3f}, "
                 f"Spearman rho {halves['spearman_rho_mean']:.3f} (mean over {halves['splits']} "
                 f"splits)"
             )
+    if ceiling is not None:
+        console.print(
+            "noise ceiling, the most a supernet can show against this reference: "
+            + ("undefined, the seeds' spread being all noise" if np.isnan(ceiling["kendall_tau"])
+               else f"Kendall tau {ceiling['kendall_tau']:.3f} [{ceiling['kendall_tau_low']:.2f}, "
+                    f"{ceiling['kendall_tau_high']:.2f}], Spearman rho "
+                    f"{ceiling['spearman_rho']:.3f} (a ranking with no error of its own against "
+                    f"the mean of {len(seeds)} runs)")
+        )
 
     results = []
     for recipe in recipes:
@@ -509,16 +456,17 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     chance = 1.0 / data.num_classes
     if standalone.max() < 1.5 * chance:
+        more_data = {"shapes": " (--shapes-n)", "glyphs": " (--glyphs-n)"}.get(args.data, "")
         console.print(f"[yellow]the stand-alone subnets are near chance ({standalone.max():.3f} "
                       f"at best, chance {chance:.3f}): their order is noise; train longer "
-                      f"(--standalone-epochs) or on more data (--shapes-n)[/yellow]")
+                      f"(--standalone-epochs) or on more data{more_data}[/yellow]")
     for r in results:
         if np.isnan(r["kendall_tau"]):
             console.print(f"[yellow]recipe {r['recipe']}: tau and rho are undefined, the "
                           f"inherited or the stand-alone accuracies being all equal[/yellow]")
     atomic_write_text(out / "ranking.json", json.dumps(
-        {"standalone_seeds": seeds, "standalone_epochs": epochs, "reference_agreement": ceiling,
-         "recipes": results}, indent=1))
+        {"standalone_seeds": seeds, "standalone_epochs": epochs, "reference_agreement": reference,
+         "noise_ceiling": ceiling, "recipes": results}, indent=1))
     console.print(f"per-subnet scores: {out / 'ranking.json'}")
     return 0
 

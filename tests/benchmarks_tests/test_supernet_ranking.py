@@ -57,7 +57,10 @@ def test_the_benchmark_reports_rank_agreement_and_reuses_what_it_trained(
         assert len(subnet["standalone_runs"]) == 2 and 0.0 <= subnet["inherited"] <= 1.0
         assert subnet["standalone"] == pytest.approx(sum(subnet["standalone_runs"]) / 2)
     assert report["reference_agreement"]["pairs"]  # two seeds: their agreement is reported
-    assert "Kendall tau" in capsys.readouterr().out
+    ceiling = report["noise_ceiling"]  # and how far any ranking could agree with their mean
+    assert ceiling["seeds"] == 2 and ceiling["noise_sd"] >= 0.0
+    printed = capsys.readouterr().out
+    assert "Kendall tau" in printed and "noise ceiling" in printed
 
     # a second run with the same settings trains nothing: every score and the supernet are
     # read back, and the report is the same
