@@ -10,6 +10,7 @@ from evaluators._data import DATASETS, DataSplits, Normalization, load_dataset
 from evaluators._data_error import DEFAULT_MAX_BYTES, DataError
 from evaluators._energy import EnergyUnavailable, energy_unavailable_reason, measure_energy_mj
 from evaluators._export import DEFAULT_OPSET, export_onnx, preprocess, read_metadata, set_metadata
+from evaluators._inherited import inherited_subnet
 from evaluators._io import (
     WriteError, atomic_write, atomic_write_bytes, atomic_write_text, log_stdout,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "atomic_write", "atomic_write_bytes", "atomic_write_text", "count_macs", "count_params",
     "digests", "file_digest", "mismatched",
     "cross_entropy_step", "energy_unavailable_reason", "export_onnx", "import_plugins",
+    "inherited_subnet",
     "load_dataset", "log_stdout", "measure_energy_mj", "memory_unavailable_reason",
     "model_size_bytes", "onnx_accuracy", "peak_memory_mb", "predict", "preprocess",
     "process_title",

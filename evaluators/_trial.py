@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from evaluators._accuracy import accuracy, recalibrate_batchnorm
+from evaluators._accuracy import accuracy
 from evaluators._cost import count_macs, count_params, weights_mb
 from evaluators._data import DataSplits
 from evaluators._energy import measure_energy_mj
+from evaluators._inherited import inherited_subnet
 from evaluators._memory import peak_memory_mb
 from evaluators._plugins import import_plugins
-from evaluators._train import OptimConfig, cross_entropy_step, train
 from evaluators.latency import DeviceLock, LatencyCache, LatencyMeter
 from evaluators.latency._activity import cores_away_from, pinned
 from search_spaces import Arch, Supernet, get_search_space
@@ -67,8 +67,9 @@ class TrialEvaluator(ABC):
 
 @dataclass
 class SupernetEvaluator(TrialEvaluator):
-    """Scores a subnet of a trained supernet: inherit weights, recalibrate BatchNorm,
-    optionally fine-tune, then accuracy on the validation split, cost and measured latency.
+    """Scores a subnet of a trained supernet: inherit weights, optionally fine-tune,
+    recalibrate BatchNorm (``inherited_subnet``), then accuracy on the validation split, cost
+    and measured latency.
     """
 
     space_name: str
@@ -136,22 +137,11 @@ class SupernetEvaluator(TrialEvaluator):
         # the profile keeps for measuring
         away = cores_away_from(self.profile.pin_cores) if self.profile.device == "cpu" else None
         with lock.compute(), pinned(away):
-            subnet = self.supernet().extract(arch)
-            if self.finetune_epochs > 0:
-                train(
-                    subnet,
-                    lambda epoch: self.data.loader(
-                        "train", self.batch_size, shuffle=True, seed=self.seed + epoch
-                    ),
-                    cross_entropy_step(),
-                    epochs=self.finetune_epochs,
-                    steps_per_epoch=-(-int(self.data.y_train.numel()) // self.batch_size),
-                    optim=OptimConfig(lr=self.finetune_lr),
-                )
-            recalibrate_batchnorm(
-                subnet,
-                self.data.loader("train", self.batch_size, shuffle=True, seed=self.seed),
-                self.recalibration_batches,
+            subnet = inherited_subnet(
+                self.supernet(), arch, self.data, batch_size=self.batch_size,
+                recalibration_batches=self.recalibration_batches,
+                finetune_epochs=self.finetune_epochs, finetune_lr=self.finetune_lr,
+                seed=self.seed,
             )
             acc = accuracy(subnet, self.data.loader("val", 512))
             params, macs = count_params(subnet), count_macs(subnet, input_shape)

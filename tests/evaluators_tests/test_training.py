@@ -14,6 +14,8 @@ from evaluators import (
     shrunk_choices,
     SupernetEvaluator,
     TabularEvaluator,
+    accuracy,
+    inherited_subnet,
     recalibrate_batchnorm,
     train,
     train_supernet,
@@ -131,6 +133,26 @@ def test_recalibration_replaces_inherited_statistics(tiny_options, data) -> None
     used = recalibrate_batchnorm(model, data.loader("train", 64), max_batches=3)
     assert used == 3 and float(model[1].running_mean.abs().max()) < 10
     assert not model.training
+
+
+def test_inherited_subnet_fine_tunes_a_copy_and_leaves_the_supernet(tiny_options, data) -> None:
+    space = get_search_space("mobilenet_elastic", **tiny_options)
+    torch.manual_seed(0)
+    supernet = space.build_supernet(num_classes=10, in_channels=1).eval()
+    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    arch = space.min_arch()
+
+    def score(finetune_epochs: int) -> float:
+        subnet = inherited_subnet(supernet, arch, data, batch_size=64, recalibration_batches=2,
+                                  finetune_epochs=finetune_epochs, finetune_lr=5e-3, seed=0)
+        assert not subnet.training
+        return accuracy(subnet, data.loader("val", 512))
+
+    untrained, tuned = score(0), score(2)
+    assert untrained < 0.3 < tuned  # 10 classes: an untrained supernet is near chance
+    assert score(2) == tuned  # the same seed, the same fine-tune
+    for name, tensor in supernet.state_dict().items():
+        torch.testing.assert_close(tensor, before[name], msg=f"{name} changed")
 
 
 def test_supernet_evaluator_reports_every_metric(tiny_options, data, tmp_path) -> None:
