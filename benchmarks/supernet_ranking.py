@@ -76,8 +76,10 @@ changes the config as ``nas search`` does, e.g. a larger ``data.val_fraction`` f
 noisy validation accuracy.
 
 A recipe is ``name`` or ``name:key=value,...`` over the config's ``supernet:`` keys plus
-``recalibration_batches`` (``search.recalibration_batches``); ``config`` is the config as
-it is. Supernets and stand-alone scores are kept in ``--out`` and reused by a later run
+``recalibration_batches`` and ``finetune_epochs`` (``search.recalibration_batches`` and
+``search.finetune_epochs``: how a trial scores a subnet, which the benchmark does the same
+way); ``config`` is the config as it is. Recipes that differ only in how they score share
+one trained supernet. Supernets and stand-alone scores are kept in ``--out`` and reused by a later run
 with the same settings (more ``--standalone-seeds`` train only the new seeds); ``--workers``
 trains that many stand-alone runs side by side, one process each, torch's threads shared
 among them.
@@ -112,13 +114,13 @@ from evaluators import (
     atomic_write_text,
     count_macs,
     cross_entropy_step,
+    inherited_subnet,
     load_dataset,
-    recalibrate_batchnorm,
     train,
     train_supernet,
 )
 from nas._config import ConfigError, RunSpec, SupernetConfig, load_config
-from search_spaces import Arch, SearchSpace, get_search_space
+from search_spaces import Arch, SearchSpace, Supernet, get_search_space
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_glyphs import written as glyphs_written  # noqa: E402
@@ -130,16 +132,25 @@ from ranking_agreement import (  # noqa: E402
     resolved_pairs,
 )
 
-RECIPE_KEYS = (*SupernetConfig.model_fields, "recalibration_batches")
+# the search: keys of its ``search:`` section that change what a trial scores
+SEARCH_KEYS = ("recalibration_batches", "finetune_epochs")
+RECIPE_KEYS = (*SupernetConfig.model_fields, *SEARCH_KEYS)
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """A supernet recipe: the config's ``supernet:`` section and the BN recalibration."""
+    """A supernet recipe: the config's ``supernet:`` section, and how a trial scores a subnet
+    of it (BN recalibration batches, fine-tuning epochs)."""
 
     name: str
     supernet: SupernetConfig
     recalibration_batches: int
+    finetune_epochs: int
+
+    def scoring(self) -> dict[str, int]:
+        """Returns the ``search:`` settings of scoring a subnet, by key."""
+        return {"recalibration_batches": self.recalibration_batches,
+                "finetune_epochs": self.finetune_epochs}
 
     def digest(self, data_key: str, space_key: str, seed: int) -> str:
         """Returns a short hash of everything the trained supernet depends on."""
@@ -169,17 +180,16 @@ def parse_recipe(text: str, spec: RunSpec) -> Recipe:
     """
     name, _, rest = text.partition(":")
     values: dict[str, Any] = spec.supernet.model_dump()
-    recalibration = spec.search.recalibration_batches
+    scoring: dict[str, Any] = {key: getattr(spec.search, key) for key in SEARCH_KEYS}
     for item in filter(None, rest.split(",")):
         key, sep, value = item.partition("=")
         if not sep or key not in RECIPE_KEYS:
             raise SystemExit(f"--recipe {text!r}: {item!r} is not key=value with a key in {list(RECIPE_KEYS)}")
-        if key == "recalibration_batches":
-            recalibration = int(value)
-        else:
-            values[key] = json.loads(value)
+        (scoring if key in SEARCH_KEYS else values)[key] = json.loads(value)
     try:
-        return Recipe(name or "config", SupernetConfig(**values), recalibration)
+        checked = spec.search.model_validate({**spec.search.model_dump(), **scoring})
+        return Recipe(name or "config", SupernetConfig(**values), checked.recalibration_batches,
+                      checked.finetune_epochs)
     except ValueError as exc:
         raise SystemExit(f"--recipe {text!r}: {exc}") from exc
 
@@ -233,13 +243,13 @@ def train_standalone(space: SearchSpace, arch: Arch, data: DataSplits, recipe: S
     return accuracy(model, data.loader("val", 512))
 
 
-def inherited_accuracy(supernet: torch.nn.Module, arch: Arch, data: DataSplits, *,
-                       batch_size: int, recalibration_batches: int, seed: int) -> float:
-    """Returns the validation accuracy of ``arch`` with the supernet's weights, BatchNorm
-    recalibrated on ``recalibration_batches`` training batches (what the search scores)."""
-    subnet = supernet.extract(arch)  # type: ignore[operator]
-    recalibrate_batchnorm(subnet, data.loader("train", batch_size, shuffle=True, seed=seed),
-                          recalibration_batches)
+def inherited_accuracy(supernet: Supernet, arch: Arch, data: DataSplits, recipe: Recipe, *,
+                       batch_size: int, seed: int) -> float:
+    """Returns the validation accuracy of ``arch`` with the supernet's weights, fine-tuned
+    and BatchNorm recalibrated as ``recipe`` says: what a trial of the search scores."""
+    subnet = inherited_subnet(supernet, arch, data, batch_size=batch_size,
+                              recalibration_batches=recipe.recalibration_batches,
+                              finetune_epochs=recipe.finetune_epochs, seed=seed)
     return accuracy(subnet, data.loader("val", 512))
 
 
@@ -429,13 +439,12 @@ def main(argv: list[str] | None = None) -> int:
                               json.dumps({"recipe": recipe.name, "seconds": train_seconds,
                                           "supernet": recipe.supernet.model_dump()}, indent=1))
         inherited = np.array([
-            inherited_accuracy(supernet, a, data, batch_size=batch_size,
-                               recalibration_batches=recipe.recalibration_batches, seed=seed)
+            inherited_accuracy(supernet, a, data, recipe, batch_size=batch_size, seed=seed)
             for a in archs
         ])
         results.append({
-            "recipe": recipe.name, "settings": {**recipe.supernet.model_dump(),
-                                                "recalibration_batches": recipe.recalibration_batches},
+            "recipe": recipe.name,
+            "settings": {**recipe.supernet.model_dump(), **recipe.scoring()},
             "supernet_seconds": train_seconds, **agreement(inherited, standalone, seed),
             "resolved_pairs": resolved_pairs(inherited, per_seed),
             "subnets": [{"arch": a.to_dict(), "standalone": float(s),
@@ -444,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
                                               strict=True)],
         })
 
+    config_recipe = parse_recipe("config", spec)
     table = Table(title=f"supernet ranking: {len(archs)} subnets of {spec.search_space.name}, {data_key}, "
                         f"stand-alone {epochs} epochs (accuracy {standalone.min():.3f}-{standalone.max():.3f})")
     for column in ("recipe", "settings", "supernet s", "Kendall tau [95% CI]", "Spearman rho [95% CI]",
@@ -451,8 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(column)
     for r in results:
         changed = {k: v for k, v in r["settings"].items()
-                   if v != {**spec.supernet.model_dump(),
-                            "recalibration_batches": spec.search.recalibration_batches}[k]}
+                   if v != {**spec.supernet.model_dump(), **config_recipe.scoring()}[k]}
         inherited = [s["inherited"] for s in r["subnets"]]
         table.add_row(
             r["recipe"], ", ".join(f"{k}={v}" for k, v in changed.items()) or "as config",

@@ -133,3 +133,21 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"
+
+
+def test_a_recipe_sets_how_subnets_are_scored_apart_from_how_the_supernet_trains(
+    config: Path,
+) -> None:
+    spec = load_config(config, [])
+    plain = supernet_ranking.parse_recipe("config", spec)
+    tuned = supernet_ranking.parse_recipe("ft:finetune_epochs=2,recalibration_batches=16", spec)
+    assert (plain.finetune_epochs, plain.recalibration_batches) == (0, 8)
+    assert tuned.scoring() == {"finetune_epochs": 2, "recalibration_batches": 16}
+    assert tuned.supernet == plain.supernet
+    # scoring does not change the supernet: a fine-tuning recipe reuses the trained one
+    assert tuned.digest("d", "s", 0) == plain.digest("d", "s", 0)
+    longer = supernet_ranking.parse_recipe("long:epochs=3,shrink_epochs=1", spec)
+    assert longer.digest("d", "s", 0) != plain.digest("d", "s", 0)
+    for bad in ("x:finetune_epochs=-1", "x:epochs=0", "x:batch_size=8"):
+        with pytest.raises(SystemExit, match="--recipe"):
+            supernet_ranking.parse_recipe(bad, spec)
