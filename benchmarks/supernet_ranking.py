@@ -54,6 +54,20 @@ epochs a longer schedule no longer helps. The gap to the ceiling is the supernet
 largest miss is the subnet deep in the first and last stages and shallow between (depths 3,
 1, 1, 3), first alone at 0.844, tenth inherited at 15 epochs and twelfth at 30.
 
+The other remedies, on the same subnets and reference, each against that 15-epoch supernet
+(tau 0.56, 86% alike). Progressive shrinking (``--recipe ps:epochs=15,shrink_epochs=5``)
+inherited more, 0.782-0.876, but ranked at tau 0.51 [0.15, 0.84], 83% alike. Four random
+subnets a step instead of two (``wide:epochs=15,random_subnets=4``) inherited 0.612-0.721
+and ranked at 0.53 [0.16, 0.86], 85% alike. Half the smaller subnets' loss on the labels
+instead of all of it distilled (``soft:epochs=15,distill_weight=0.5``) inherited 0.789-0.879
+and ranked at 0.54 [0.19, 0.82], 85% alike.
+Fine-tuning each subnet before it is scored, as ``search.finetune_epochs`` has trials do
+(``finetune_epochs`` in a recipe), is the one that helped: one epoch lifted the 5-epoch
+supernet from tau 0.44 to 0.58 (``cft1:finetune_epochs=1``), and the 15-epoch one to 0.59
+with one epoch and 0.63 [0.29, 0.89] with two (``ft2:epochs=15,finetune_epochs=2``), 90% of
+the resolved pairs alike, at a fifth of a stand-alone training per subnet. Still short of
+the ceiling: the subnet of depths 3, 1, 1, 3 stayed tenth.
+
 On the quickstart's digits every subnet reaches 0.98-1.0 and the order is noise, so by
 default the data are the synthetic shapes of ``make_shapes64.py`` (written once into the
 output folder) at the config's image size; ``--data glyphs`` the glyphs above (at that size
@@ -79,10 +93,10 @@ A recipe is ``name`` or ``name:key=value,...`` over the config's ``supernet:`` k
 ``recalibration_batches`` and ``finetune_epochs`` (``search.recalibration_batches`` and
 ``search.finetune_epochs``: how a trial scores a subnet, which the benchmark does the same
 way); ``config`` is the config as it is. Recipes that differ only in how they score share
-one trained supernet. Supernets and stand-alone scores are kept in ``--out`` and reused by a later run
-with the same settings (more ``--standalone-seeds`` train only the new seeds); ``--workers``
-trains that many stand-alone runs side by side, one process each, torch's threads shared
-among them.
+one trained supernet. Supernets and stand-alone scores are kept in ``--out`` and reused by a
+later run with the same settings (more ``--standalone-seeds`` train only the new seeds);
+``--workers`` trains that many stand-alone runs side by side, one process each, torch's
+threads shared among them.
 """
 
 from __future__ import annotations
