@@ -292,8 +292,11 @@ def prune(
     no cut saves time any more, pruning stops short and the result says why. A speed-up
     reached counts once it holds measured beside ``model`` in interleaved rounds, and only
     when the device measured that comparison reliably (an unreliable one is taken again, up
-    to ``UNRELIABLE_RETAKES`` times); short of it, up to ``target.confirmations`` more
-    steps prune on by the gap. After every step, ``finetune(model, step)`` may train the
+    to ``UNRELIABLE_RETAKES`` times). That comparison is taken whenever a speed-up target
+    kept a cut, whatever the step measurements said, and it decides; short of the target, up
+    to ``target.confirmations`` more steps prune on by the gap, unless pruning had stopped
+    for a reason of its own. A finding read from a step measurement the device could not
+    make reliably says so in the note. After every step, ``finetune(model, step)`` may train the
     pruned copy; with ``validate`` (accuracy on held-out data) a step that loses more than
     ``max_accuracy_drop`` points against the unpruned model is undone; a latency step is
     then tried again with smaller cuts (``STEP_RETRIES``), a MACs step stops pruning there.
@@ -411,9 +414,12 @@ def _prune_latency(
     shape = tuple(example_inputs.shape)
     base_macs, base_params = count_macs(pruned, shape), count_params(pruned)
 
+    unreliable = ""  # why the last whole-model measurement was not reliable, if it was not
+
     def measure() -> float:
         # a disturbed measurement can only be slower than the truth: when the meter could
         # not measure reliably, measure again and keep the fastest median
+        nonlocal unreliable
         latency = meter.measure(pruned, target.input_shape)
         medians = [latency.median_ms]
         for _ in range(UNRELIABLE_RETAKES):
@@ -421,7 +427,13 @@ def _prune_latency(
                 break
             latency = meter.measure(pruned, target.input_shape)
             medians.append(latency.median_ms)
+        unreliable = latency.unreliable_reason
         return min(medians)
+
+    def doubted(finding: str) -> str:
+        # a finding read from a measurement the device could not make reliably says so
+        return f"{finding}, by a measurement not made reliably ({unreliable})" if unreliable \
+            else finding
 
     ignored_names = [n for n, m in pruned.named_modules() if any(m is i for i in ignored)]
 
@@ -457,9 +469,9 @@ def _prune_latency(
             if not cuts and undone:
                 break  # no cut smaller than the one undone saves time: the step stays undone
             if not cuts:
-                note = (f"step {i}: no cut of any group saves time on profile "
-                        f"{profile.name!r} any more (reached {base_ms / latency:.2f}x of the "
-                        f"{base_ms / final_ms:.2f}x asked)")
+                note = doubted(f"step {i}: no cut of any group saves time on profile "
+                               f"{profile.name!r} any more (reached {base_ms / latency:.2f}x "
+                               f"of the {base_ms / final_ms:.2f}x asked)")
                 return True
             accuracy, undone = _finish_step(pruned, i, finetune, guard)
             steps.append(PruneStep(i, macs, params, base_macs / macs, math.nan, latency, aim,
@@ -500,12 +512,14 @@ def _prune_latency(
         checks.extend(taken)
         return taken[-1].speedup, taken[-1].unreliable_reason
 
-    if target.speedup is not None and iterations and not note and latency <= final_ms:
+    if target.speedup is not None and pruner.history:
         # The unpruned model was measured minutes before the pruned one, and a shared
-        # machine's speed drifts by more than a few percent in that time: a speed-up counts
-        # when it holds measured beside the unpruned model. Short of it, prune on by the gap.
+        # machine's speed drifts by more than a few percent in that time, either way: what
+        # decides a speed-up is the pruned model measured beside the unpruned one, whatever
+        # the step measurements said. Short of it, prune on by the gap, unless pruning
+        # stopped for a reason of its own (no cut saves time, or each cost too much).
         side_by_side, doubt = compare()
-        for extra in range(target.confirmations):
+        for extra in range(0 if note else target.confirmations):
             if side_by_side >= target.speedup:
                 break
             goal = latency * side_by_side / target.speedup
@@ -516,19 +530,26 @@ def _prune_latency(
             side_by_side, doubt = compare()
             if stop:
                 break
+    if side_by_side is not None and target.speedup is not None:
+        met = side_by_side >= target.speedup and not doubt
+        beside = (f"{side_by_side:.2f}x of the {target.speedup:.2f}x asked, measured beside "
+                  f"the unpruned model")
         if doubt:
             # a figure the device could not measure reliably confirms nothing
-            note = (f"measured beside the unpruned model, {side_by_side:.2f}x of the "
-                    f"{target.speedup:.2f}x asked, but not reliably ({doubt}); not counted as "
-                    f"reached" + (f"; {note}" if note else ""))
-        elif side_by_side < target.speedup and not note:
-            note = (f"measured beside the unpruned model, {side_by_side:.2f}x of the "
-                    f"{target.speedup:.2f}x asked")
-    if not note and latency > final_ms:
-        note = (f"reached {base_ms / latency:.2f}x of the {base_ms / final_ms:.2f}x asked: the "
-                f"remaining cuts save too little time on profile {profile.name!r}")
-    met = (latency <= final_ms if side_by_side is None
-           else side_by_side >= (target.speedup or 0) and not doubt)
+            note = (f"{beside}, but not reliably ({doubt}); not counted as reached"
+                    + (f"; {note}" if note else ""))
+        elif not met or latency > final_ms:
+            # when met, the steps measured alone fell short of it: what counts is the
+            # comparison beside the unpruned model
+            alone = (f"; measured alone after the last step, {base_ms / latency:.2f}x"
+                     + (f" (not reliably: {unreliable})" if unreliable else "") if met else "")
+            note = f"reached {beside}{alone}" + (f"; {note}" if note else "")
+    else:
+        met = latency <= final_ms
+        if not note and not met:
+            note = doubted(f"reached {base_ms / latency:.2f}x of the "
+                           f"{base_ms / final_ms:.2f}x asked: the remaining cuts save too "
+                           f"little time on profile {profile.name!r}")
     return PruneResult(
         model=pruned.eval(), importance=criterion.name, target=_target_dict(target),
         macs_before=base_macs, macs_after=count_macs(pruned, shape), params_before=base_params,
