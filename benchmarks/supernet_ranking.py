@@ -68,6 +68,14 @@ with one epoch and 0.63 [0.29, 0.89] with two (``ft2:epochs=15,finetune_epochs=2
 the resolved pairs alike, at a fifth of a stand-alone training per subnet. Still short of
 the ceiling: the subnet of depths 3, 1, 1, 3 stayed tenth.
 
+Nor is the miss the short reference's. Trained for 20 epochs (``--standalone-epochs 20``,
+seed 0 of the four), the subnets reached 0.814-0.863, 0.1-5 points (2 on average) above their
+10-epoch means, and depths 3, 1, 1, 3 came first again. It agreed with the same seed's 10-epoch
+run at tau 0.87 but with the other three seeds' at 0.52-0.58, and every supernet ranked it
+a little worse than it ranked the 10-epoch run of the same seed (15 epochs: 0.53 against
+0.60; 5 epochs: 0.38 against 0.45): a longer reference does not move towards the order the
+supernet gives.
+
 On the quickstart's digits every subnet reaches 0.98-1.0 and the order is noise, so by
 default the data are the synthetic shapes of ``make_shapes64.py`` (written once into the
 output folder) at the config's image size; ``--data glyphs`` the glyphs above (at that size
