@@ -1,6 +1,7 @@
 """How far two rankings of the same subnets agree, and how far the stand-alone reference lets
 any ranking agree with it: Kendall tau and Spearman rho with bootstrap intervals, the seeds'
-agreement with each other, the pairs the reference tells apart, and the noise ceiling."""
+agreement with each other, the pairs the reference tells apart, the noise ceiling, and the bar
+one more stand-alone run sets (each seed held out in turn)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,28 @@ def reference_agreement(per_seed: np.ndarray, seed: int) -> dict[str, Any] | Non
     return {"pairs": pairs, "halves": halves,
             "kendall_tau_mean": float(np.mean([p["kendall_tau"] for p in pairs])),
             "spearman_rho_mean": float(np.mean([p["spearman_rho"] for p in pairs]))}
+
+
+def held_out(per_seed: np.ndarray, ranking: np.ndarray | None = None) -> dict[str, float] | None:
+    """Returns Kendall tau and Spearman rho against the mean of every seed but one, averaged
+    over the seed held out (``per_seed``: seeds x subnets): of ``ranking`` (a supernet's
+    scores) where given, else of the held-out run itself. The latter is what training each
+    subnet alone once more shows against such a reference, so the two compare a supernet with
+    a stand-alone run on the same references. None with fewer than three seeds (the mean of
+    one run is no mean)."""
+    k = len(per_seed)
+    if k < 3:
+        return None
+    scores = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        for i in range(k):
+            others = np.delete(per_seed, i, axis=0).mean(axis=0)
+            ranker = per_seed[i] if ranking is None else ranking
+            scores.append([float(fn(ranker, others).statistic) for _, fn in CORRELATIONS])
+        warnings.simplefilter("ignore", RuntimeWarning)  # all NaN: a mean of nothing, NaN
+        means = np.nanmean(np.array(scores), axis=0)
+    return {"seeds": k, **{name: float(m) for (name, _), m in zip(CORRELATIONS, means, strict=True)}}
 
 
 def resolved_pairs(inherited: np.ndarray, per_seed: np.ndarray) -> dict[str, float] | None:

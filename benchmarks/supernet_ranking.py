@@ -149,6 +149,7 @@ from make_glyphs import written as glyphs_written  # noqa: E402
 from make_shapes64 import written as shapes_written  # noqa: E402
 from ranking_agreement import (  # noqa: E402
     agreement,
+    held_out,
     noise_ceiling,
     reference_agreement,
     resolved_pairs,
@@ -435,6 +436,14 @@ def main(argv: list[str] | None = None) -> int:
                     f"{ceiling['spearman_rho']:.3f} (a ranking with no error of its own against "
                     f"the mean of {len(seeds)} runs)")
         )
+    bar = held_out(per_seed)
+    if bar is not None:
+        console.print(
+            f"one stand-alone run against the mean of the other {len(seeds) - 1} (each seed held "
+            f"out in turn; what training every subnet alone once more would show): Kendall tau "
+            f"{bar['kendall_tau']:.3f}, Spearman rho {bar['spearman_rho']:.3f}; a supernet against "
+            f"the same means: the table's 'tau, seed held out'"
+        )
 
     results = []
     for recipe in recipes:
@@ -469,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
             "settings": {**recipe.supernet.model_dump(), **recipe.scoring()},
             "supernet_seconds": train_seconds, **agreement(inherited, standalone, seed),
             "resolved_pairs": resolved_pairs(inherited, per_seed),
+            "held_out": held_out(per_seed, inherited),
             "subnets": [{"arch": a.to_dict(), "standalone": float(s),
                          "standalone_runs": by_seed.tolist(), "inherited": float(i)}
                         for a, s, by_seed, i in zip(archs, standalone, per_seed.T, inherited,
@@ -479,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title=f"supernet ranking: {len(archs)} subnets of {spec.search_space.name}, {data_key}, "
                         f"stand-alone {epochs} epochs (accuracy {standalone.min():.3f}-{standalone.max():.3f})")
     for column in ("recipe", "settings", "supernet s", "Kendall tau [95% CI]", "Spearman rho [95% CI]",
-                   "resolved pairs alike", "inherited acc"):
+                   "resolved pairs alike", "tau, seed held out", "inherited acc"):
         table.add_column(column)
     for r in results:
         changed = {k: v for k, v in r["settings"].items()
@@ -492,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['spearman_rho']:.3f} [{r['spearman_rho_low']:.2f}, {r['spearman_rho_high']:.2f}]",
             "-" if (pairs := r["resolved_pairs"]) is None
             else f"{pairs['alike']:.2f} of {pairs['resolved']}/{pairs['pairs']}",
+            "-" if r["held_out"] is None else f"{r['held_out']['kendall_tau']:.3f}",
             f"{min(inherited):.3f}-{max(inherited):.3f}",
         )
     console.print(table)
@@ -507,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"inherited or the stand-alone accuracies being all equal[/yellow]")
     atomic_write_text(out / "ranking.json", json.dumps(
         {"standalone_seeds": seeds, "standalone_epochs": epochs, "reference_agreement": reference,
-         "noise_ceiling": ceiling, "recipes": results}, indent=1))
+         "noise_ceiling": ceiling, "held_out": bar, "recipes": results}, indent=1))
     console.print(f"per-subnet scores: {out / 'ranking.json'}")
     return 0
 

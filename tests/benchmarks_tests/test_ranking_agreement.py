@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from ranking_agreement import (  # noqa: E402
     agreement,
+    held_out,
     noise_ceiling,
     reference_agreement,
     resolved_pairs,
@@ -80,3 +82,21 @@ def test_noise_ceiling_rises_with_more_seeds_and_is_undefined_when_all_is_noise(
     wobble = np.linspace(-0.02, 0.02, 16)
     flat = noise_ceiling(np.stack([0.8 + wobble, 0.8 - wobble]), seed=0)
     assert flat is not None and flat["shrink"] == 0.0 and math.isnan(flat["kendall_tau"])
+
+
+def test_held_out_scores_one_run_and_a_ranking_against_the_same_means_of_the_others() -> None:
+    truth = np.linspace(0.70, 0.85, 16)
+    per_seed = seeds_around(truth, 0.01, k=4)
+    bar = held_out(per_seed)
+    assert bar is not None and bar["seeds"] == 4
+    # by hand: each run against the mean of the other three, averaged
+    by_hand = np.mean([stats.kendalltau(per_seed[i], np.delete(per_seed, i, 0).mean(0)).statistic
+                       for i in range(4)])
+    assert bar["kendall_tau"] == pytest.approx(by_hand)
+    # the truth ranks the held-out means better than one noisy run does; its reverse worst
+    exact = held_out(per_seed, truth)
+    reverse = held_out(per_seed, -truth)
+    assert exact is not None and reverse is not None
+    assert exact["kendall_tau"] > bar["kendall_tau"] > 0 > reverse["kendall_tau"]
+    assert exact["spearman_rho"] > bar["spearman_rho"]
+    assert held_out(per_seed[:2]) is None  # the mean of one run is no mean

@@ -59,6 +59,8 @@ def test_the_benchmark_reports_rank_agreement_and_reuses_what_it_trained(
     assert report["reference_agreement"]["pairs"]  # two seeds: their agreement is reported
     ceiling = report["noise_ceiling"]  # and how far any ranking could agree with their mean
     assert ceiling["seeds"] == 2 and ceiling["noise_sd"] >= 0.0
+    # a seed held out leaves one run, no mean, to rank against: from three seeds on
+    assert report["held_out"] is None and recipe["held_out"] is None
     printed = capsys.readouterr().out
     assert "Kendall tau" in printed and "noise ceiling" in printed
 
