@@ -124,10 +124,14 @@ def train_supernet(
     optim: OptimConfig,
     sandwich: SandwichConfig,
     seed: int,
+    zero_init_residual: bool = False,
     callbacks: Sequence[EpochCallback] = (),
     compute_guard: ComputeGuard | None = None,
 ) -> tuple[Supernet, SupernetResult]:
     """Builds and trains a supernet of ``space`` on ``data``'s training split.
+
+    With ``zero_init_residual`` the scale of the BatchNorm that ends each residual branch
+    starts at zero (see ``Supernet.residual_branch_norms``).
 
     Returns:
         The trained supernet (eval mode) and a summary with the validation accuracy of its
@@ -138,6 +142,9 @@ def train_supernet(
     """
     torch.manual_seed(seed)
     supernet = space.build_supernet(num_classes=data.num_classes, in_channels=data.input_shape[1])
+    if zero_init_residual:
+        for norm in supernet.residual_branch_norms():
+            nn.init.zeros_(norm.weight)
     step = SandwichStep(space, sandwich, random.Random(seed))
     steps_per_epoch = -(-int(data.y_train.numel()) // batch_size)
     losses = train(

@@ -193,6 +193,9 @@ class SupernetConfig(_Section):
     # progressive shrinking: over the first shrink_epochs epochs the smaller subnets come from
     # a part of the space that grows from the largest subnet to all of it (0: off)
     shrink_epochs: int = Field(default=0, ge=0)
+    # start every residual block as its shortcut alone: the scale of the BatchNorm that ends
+    # its branch starts at zero (Goyal et al., 2017; BigNAS)
+    zero_init_residual: bool = False
 
     @model_validator(mode="after")
     def _shrink_within_epochs(self) -> SupernetConfig:

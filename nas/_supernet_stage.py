@@ -61,6 +61,7 @@ class SupernetStage(Stage):
                 optim=config.optim(),
                 sandwich=config.sandwich(),
                 seed=spec.experiment.seed,
+                zero_init_residual=config.zero_init_residual,
                 callbacks=[on_epoch],
                 compute_guard=lock.compute,
             )

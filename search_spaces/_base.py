@@ -149,6 +149,16 @@ class Supernet(nn.Module, ABC):
             SearchSpaceError: ``arch`` does not belong to this supernet's space.
         """
 
+    def residual_branch_norms(self) -> list[nn.BatchNorm2d]:
+        """Returns the BatchNorm layer that ends each residual branch (the branch whose output
+        is added to a shortcut), or an empty list where the supernet has none.
+
+        Zeroing their scale starts every residual block as its shortcut alone (Goyal et al.,
+        2017; BigNAS, Yu et al., 2020), so a block that a shallower subnet skips starts out
+        doing nothing in the deeper ones.
+        """
+        return []
+
 
 class SearchSpace(ChoiceSpace):
     """A choice space that can be trained as one weight-sharing supernet.

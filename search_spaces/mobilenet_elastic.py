@@ -348,6 +348,10 @@ class ElasticMobileNetV3(PooledClassifier, Supernet):
         self._depths = [len(stage) for stage in cfg.stages]
         self.active_arch = self.space.decode(arch)
 
+    def residual_branch_norms(self) -> list[nn.BatchNorm2d]:
+        """Returns the last BatchNorm of every block with a skip connection."""
+        return [block.bn3 for blocks in self._stages() for block in blocks if block.has_skip]
+
     def forward_features(self, x: Tensor) -> Tensor:
         """Returns the active subnet's feature map before pooling."""
         x = self.act1(self.bn1(self.conv_stem(x)))

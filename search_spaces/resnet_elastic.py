@@ -387,6 +387,12 @@ class ElasticResNet(PooledClassifier, Supernet):
         self._depths = [len(stage) for stage in cfg.stages]
         self.active_arch = self.space.decode(arch)
 
+    def residual_branch_norms(self) -> list[nn.BatchNorm2d]:
+        """Returns the last BatchNorm of every block's residual branch (every block's output
+        is its branch plus its shortcut, identity or conv)."""
+        return [cast(nn.BatchNorm2d, block.body[-1])
+                for blocks in self._stages() for block in blocks]
+
     def forward_features(self, x: Tensor) -> Tensor:
         """Returns the active subnet's feature map before pooling."""
         x = self.act1(self.bn1(self.conv_stem(x)))  # (B, stem, H / stem_stride, W / stem_stride)

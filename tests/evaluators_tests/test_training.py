@@ -119,6 +119,22 @@ def test_supernet_training_learns_and_subnets_inherit(tiny_options, data) -> Non
     assert result.max_accuracy > 0.5 and result.min_accuracy > 0.3  # 10 classes: chance is 0.1
 
 
+@pytest.mark.parametrize("zero_init", [False, True])
+def test_supernet_training_can_start_every_residual_branch_at_zero(
+    tiny_options, data, zero_init: bool
+) -> None:
+    space = get_search_space("mobilenet_elastic", **tiny_options)
+    # a learning rate so small that one epoch leaves every weight where it started
+    supernet, _ = train_supernet(
+        space, data, epochs=1, batch_size=512, optim=OptimConfig(lr=1e-9, weight_decay=0.0),
+        sandwich=SandwichConfig(random_subnets=0), seed=0, zero_init_residual=zero_init,
+    )
+    norms = supernet.residual_branch_norms()
+    assert norms
+    scales = torch.cat([norm.weight.detach().abs() for norm in norms])
+    assert bool((scales < 1e-6).all()) if zero_init else bool((scales > 0.99).all())
+
+
 def test_training_stops_on_a_non_finite_loss(tiny_options, data) -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(144, 10))
     def nan_step(model, x, y):

@@ -336,3 +336,24 @@ def test_supernet_starts_at_the_max_arch_and_extract_keeps_dtype() -> None:
         torch.testing.assert_close(subnet(x), supernet(x), atol=1e-10, rtol=0)
     subnet.reset_classifier(7)
     assert subnet(x).shape == (2, 7)
+
+
+def test_zeroed_residual_branches_make_the_deeper_blocks_identities() -> None:
+    space = _space(**TINY)
+    torch.manual_seed(0)
+    supernet = space.build_supernet(10, 3)
+    deep = space.max_arch()
+    shallow = space.decode({**deep.to_dict(), "d0": 1, "d1": 1})
+    x = torch.randn(*RGB_64)
+
+    def outputs() -> tuple[torch.Tensor, torch.Tensor]:
+        supernet.eval()
+        with torch.no_grad():
+            return supernet.extract(deep)(x), supernet.extract(shallow)(x)
+
+    assert not torch.allclose(*outputs())
+    norms = supernet.residual_branch_norms()
+    assert len(norms) == 4  # the last BN of every block's branch
+    for norm in norms:
+        nn.init.zeros_(norm.weight)
+    torch.testing.assert_close(*outputs())

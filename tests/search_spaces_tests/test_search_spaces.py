@@ -202,3 +202,11 @@ def test_describe_is_one_paragraph(name: str) -> None:
     text = get_search_space(name).describe()
     assert text.strip()
     assert "\n" not in text.strip()
+
+
+def test_residual_branch_norms_are_distinct_batchnorms_of_the_supernet(name: str) -> None:
+    supernet = get_search_space(name).build_supernet(NUM_CLASSES, IN_CHANNELS)
+    norms = supernet.residual_branch_norms()
+    owned = {id(m) for m in supernet.modules()}
+    assert all(isinstance(norm, nn.BatchNorm2d) and id(norm) in owned for norm in norms)
+    assert len({id(norm) for norm in norms}) == len(norms)
