@@ -336,7 +336,7 @@ def compression_table(rows: pd.DataFrame) -> Table:
             note = "shipped" if deployed else (r.reason if r.status != "ok" else "")
             reliable = getattr(r, "latency_reliable", True)  # absent in older runs
             if not pd.isna(reliable) and not reliable:
-                note = f"{note}; " * bool(note) + f"latency unreliable: {r.latency_note}"
+                note = (f"{note}; " if note else "") + f"latency unreliable: {r.latency_note}"
             table.add_row(
                 str(model_id), ("* " if deployed else "") + str(r.stage), str(r.status),
                 fmt(r.accuracy, ".4f"), fmt(r.latency_ms, ".4f"), fmt(speedup, ".2f"),

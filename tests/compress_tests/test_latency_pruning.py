@@ -4,6 +4,7 @@ how it compares with pruning to a MACs target."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Sequence
 
@@ -132,9 +133,9 @@ def test_a_step_over_the_accuracy_budget_is_undone(model, meter, table) -> None:
     assert result.macs_after == result.macs_before and result.history == []
     # each retry asked for less than the one before, and planned a smaller cut
     aims = [s.goal_ms for s in result.steps]
-    assert all(a < b for a, b in zip(aims, aims[1:])) and aims[-1] < result.latency_before_ms
+    assert all(a < b for a, b in itertools.pairwise(aims)) and aims[-1] < result.latency_before_ms
     planned = [sum(c["saving_ms"] for c in s.cuts) for s in result.steps]
-    assert all(a > b for a, b in zip(planned, planned[1:]))
+    assert all(a > b for a, b in itertools.pairwise(planned))
 
 
 def test_a_step_over_the_budget_is_tried_again_with_a_smaller_cut(model, meter, table) -> None:
@@ -188,7 +189,7 @@ def test_a_speedup_short_beside_the_unpruned_model_prunes_on(model, meter, table
     elif not result.target_met:
         assert "measured beside the unpruned model" in result.note
     # an unreliable comparison is taken again, up to twice, and a reliable one is not
-    for earlier, later in zip(checks, checks[1:]):
+    for earlier, later in itertools.pairwise(checks):
         assert (earlier.unreliable_reason or later.after_steps > earlier.after_steps
                 or "no cut" in result.note)
     first = checks[0]
