@@ -9,6 +9,7 @@ import torch
 
 from search_spaces import Arch, MobileNetElasticOptions, SearchSpaceError, get_search_space
 from search_spaces.mobilenet_elastic import MobileNetElasticSpace
+from tests.search_spaces_tests.conftest import deep_and_shallow_outputs
 
 TINY = {
     "stem_channels": 8,
@@ -174,22 +175,8 @@ def test_supernet_starts_at_the_max_arch() -> None:
 
 
 def test_zeroed_residual_branches_make_the_deeper_blocks_identities() -> None:
-    space = _space(**TINY)
-    torch.manual_seed(0)
-    supernet = space.build_supernet(10, 1)
-    deep = space.max_arch()
-    shallow = space.decode({**deep.to_dict(), "d0": 1, "d1": 1})
-    x = torch.randn(4, 1, 16, 16)
-
-    def outputs() -> tuple[torch.Tensor, torch.Tensor]:
-        supernet.eval()
-        with torch.no_grad():
-            return supernet.extract(deep)(x), supernet.extract(shallow)(x)
-
-    assert not torch.allclose(*outputs())
-    norms = supernet.residual_branch_norms()
+    before, after, zeroed = deep_and_shallow_outputs(_space(**TINY), torch.randn(4, 1, 16, 16))
+    assert not torch.allclose(*before)
     # both blocks of stage 0 (8 -> 8 channels, stride 1) and the second of stage 1 keep the width
-    assert len(norms) == 3
-    for norm in norms:
-        torch.nn.init.zeros_(norm.weight)
-    torch.testing.assert_close(*outputs())
+    assert zeroed == 3
+    torch.testing.assert_close(*after)

@@ -14,6 +14,7 @@ from evaluators import count_macs
 from search_spaces import Arch, ResNetElasticOptions, SearchSpaceError, get_search_space
 from search_spaces._resnet_builder import ElasticResBlock, ResBlockCfg, ResNet
 from search_spaces.resnet_elastic import BLOCK_DEFAULTS, ElasticResNet, ResNetElasticSpace
+from tests.search_spaces_tests.conftest import deep_and_shallow_outputs
 
 RGB_64 = (2, 3, 64, 64)
 # Small enough to enumerate, with widths that stay distinct after rounding to multiples of 8.
@@ -339,21 +340,7 @@ def test_supernet_starts_at_the_max_arch_and_extract_keeps_dtype() -> None:
 
 
 def test_zeroed_residual_branches_make_the_deeper_blocks_identities() -> None:
-    space = _space(**TINY)
-    torch.manual_seed(0)
-    supernet = space.build_supernet(10, 3)
-    deep = space.max_arch()
-    shallow = space.decode({**deep.to_dict(), "d0": 1, "d1": 1})
-    x = torch.randn(*RGB_64)
-
-    def outputs() -> tuple[torch.Tensor, torch.Tensor]:
-        supernet.eval()
-        with torch.no_grad():
-            return supernet.extract(deep)(x), supernet.extract(shallow)(x)
-
-    assert not torch.allclose(*outputs())
-    norms = supernet.residual_branch_norms()
-    assert len(norms) == 4  # the last BN of every block's branch
-    for norm in norms:
-        nn.init.zeros_(norm.weight)
-    torch.testing.assert_close(*outputs())
+    before, after, zeroed = deep_and_shallow_outputs(_space(**TINY), torch.randn(*RGB_64))
+    assert not torch.allclose(*before)
+    assert zeroed == 4  # the last BN of every block's branch
+    torch.testing.assert_close(*after)
