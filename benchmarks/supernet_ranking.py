@@ -227,7 +227,11 @@ def parse_recipe(text: str, spec: RunSpec) -> Recipe:
         key, sep, value = item.partition("=")
         if not sep or key not in RECIPE_KEYS:
             raise SystemExit(f"--recipe {text!r}: {item!r} is not key=value with a key in {list(RECIPE_KEYS)}")
-        (scoring if key in SEARCH_KEYS else values)[key] = json.loads(value)
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:  # a bare word: a string value, such as sampling=uniform
+            parsed = value
+        (scoring if key in SEARCH_KEYS else values)[key] = parsed
     try:
         checked = spec.search.model_validate({**spec.search.model_dump(), **scoring})
         return Recipe(name or "config", SupernetConfig(**values), checked.recalibration_batches,

@@ -1,9 +1,11 @@
-"""Supernet training: the sandwich rule with in-place distillation.
+"""Supernet training: the sandwich rule with in-place distillation, or uniform single paths.
 
 Each step trains the largest subnet on the labels, then the smallest and a few random
 subnets on the largest one's soft predictions (or a mix of those and the labels),
 accumulating the gradients of all of them before one optimiser step (Yu et al., "BigNAS",
-ECCV 2020; Cai et al., "Once-for-All", ICLR 2020).
+ECCV 2020; Cai et al., "Once-for-All", ICLR 2020). With ``sampling="uniform"`` each step
+trains only the random subnets, each on the labels, so that no subnet is trained more often
+than another (Guo et al., "Single Path One-Shot", ECCV 2020).
 
 With ``shrink_epochs``, the subnets trained beside the largest come at first from a part of
 the space near it that grows, epoch by epoch, to the whole space (Once-for-All's progressive
@@ -17,6 +19,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +44,14 @@ class SandwichConfig:
     # progressive shrinking: over the first ``shrink_epochs`` epochs the smaller subnets are
     # drawn from a part of the space that grows from the largest subnet to all of it (0: off)
     shrink_epochs: int = 0
+    # "sandwich": the largest, the smallest and ``random_subnets`` drawn subnets each step;
+    # "uniform": the ``random_subnets`` drawn subnets alone, each on the labels
+    sampling: Literal["sandwich", "uniform"] = "sandwich"
+
+    def __post_init__(self) -> None:
+        if self.sampling == "uniform" and self.random_subnets < 1:
+            raise ValueError("uniform sampling trains only drawn subnets: random_subnets must be "
+                             f"at least 1, not {self.random_subnets}")
 
 
 def shrunk_choices(
@@ -58,7 +69,8 @@ def shrunk_choices(
 
 
 class SandwichStep:
-    """A ``TrainStep`` for supernets: largest on labels, others distilled from it."""
+    """A ``TrainStep`` for supernets: largest on labels, others distilled from it (or, with
+    uniform sampling, drawn subnets alone on the labels)."""
 
     def __init__(self, space: SearchSpace, config: SandwichConfig, rng: random.Random) -> None:
         self.space = space
@@ -83,8 +95,11 @@ class SandwichStep:
                                   for name, values in self._choices.items()})
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-        """Back-propagates the sandwich losses of one batch; returns the largest's loss."""
+        """Back-propagates the sandwich losses of one batch; returns the largest's loss (with
+        uniform sampling, the mean of the drawn subnets' losses)."""
         assert isinstance(model, Supernet)
+        if self.config.sampling == "uniform":
+            return self._uniform(model, x, y)
         t = self.config.temperature
         model.set_active(self._max)
         teacher_logits = model(x)
@@ -104,6 +119,16 @@ class SandwichStep:
             student_loss.backward()  # type: ignore[no-untyped-call]
         model.set_active(self._max)
         return float(loss.detach())
+
+    def _uniform(self, model: Supernet, x: torch.Tensor, y: torch.Tensor) -> float:
+        losses = []
+        for _ in range(self.config.random_subnets):
+            model.set_active(self._sample())
+            loss = F.cross_entropy(model(x), y, label_smoothing=self.config.label_smoothing)
+            loss.backward()  # type: ignore[no-untyped-call]
+            losses.append(float(loss.detach()))
+        model.set_active(self._max)
+        return sum(losses) / len(losses)
 
 
 @dataclass(frozen=True)

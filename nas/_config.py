@@ -196,6 +196,19 @@ class SupernetConfig(_Section):
     # start every residual block as its shortcut alone: the scale of the BatchNorm that ends
     # its branch starts at zero (Goyal et al., 2017; BigNAS)
     zero_init_residual: bool = False
+    # "sandwich": each step the largest, the smallest and random_subnets drawn subnets, the
+    # smaller ones distilled from the largest; "uniform": the random_subnets drawn subnets
+    # alone, each on the labels (single-path one-shot: no subnet trained more than another)
+    sampling: Literal["sandwich", "uniform"] = "sandwich"
+
+    @model_validator(mode="after")
+    def _uniform_draws_subnets(self) -> SupernetConfig:
+        if self.sampling == "uniform" and self.random_subnets < 1:
+            raise ValueError(
+                "supernet.sampling 'uniform' trains only drawn subnets: supernet.random_subnets "
+                f"must be at least 1, not {self.random_subnets}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _shrink_within_epochs(self) -> SupernetConfig:
@@ -215,7 +228,7 @@ class SupernetConfig(_Section):
         return SandwichConfig(
             random_subnets=self.random_subnets, temperature=self.distill_temperature,
             distill_weight=self.distill_weight, label_smoothing=self.label_smoothing,
-            shrink_epochs=self.shrink_epochs,
+            shrink_epochs=self.shrink_epochs, sampling=self.sampling,
         )
 
 

@@ -150,6 +150,9 @@ def test_a_recipe_sets_how_subnets_are_scored_apart_from_how_the_supernet_trains
     assert tuned.digest("d", "s", 0) == plain.digest("d", "s", 0)
     longer = supernet_ranking.parse_recipe("long:epochs=3,shrink_epochs=1", spec)
     assert longer.digest("d", "s", 0) != plain.digest("d", "s", 0)
-    for bad in ("x:finetune_epochs=-1", "x:epochs=0", "x:batch_size=8"):
+    # a bare word is a string value
+    uniform = supernet_ranking.parse_recipe("spos:sampling=uniform,random_subnets=4", spec)
+    assert (uniform.supernet.sampling, uniform.supernet.random_subnets) == ("uniform", 4)
+    for bad in ("x:finetune_epochs=-1", "x:epochs=0", "x:batch_size=8", "x:sampling=fair"):
         with pytest.raises(SystemExit, match="--recipe"):
             supernet_ranking.parse_recipe(bad, spec)

@@ -62,6 +62,36 @@ def test_sandwich_step_without_distillation_trains_subnets_on_labels(tiny_option
         torch.testing.assert_close(grad, grads_labels[name].grad)
 
 
+def test_uniform_step_trains_only_drawn_subnets_on_labels(tiny_options, data) -> None:
+    space = get_search_space("mobilenet_elastic", **tiny_options)
+    supernet = space.build_supernet(num_classes=10, in_channels=1)
+    x, y = data.x_train[:32], data.y_train[:32]
+    step = SandwichStep(space, SandwichConfig(random_subnets=3, sampling="uniform"),
+                        random.Random(1))
+    loss = step(supernet, x, y)
+    grads_step = {n: p.grad.clone() for n, p in supernet.named_parameters() if p.grad is not None}
+    supernet.zero_grad()
+    rng, losses = random.Random(1), []
+    drawn = [space.sample(rng) for _ in range(3)]
+    for arch in drawn:
+        supernet.set_active(arch)
+        arch_loss = nn.functional.cross_entropy(supernet(x), y, label_smoothing=0.1)
+        arch_loss.backward()
+        losses.append(float(arch_loss.detach()))
+    # seed 1 draws neither the largest nor the smallest: the step trains them only if drawn
+    assert space.max_arch() not in drawn and space.min_arch() not in drawn
+    assert loss == pytest.approx(sum(losses) / 3)
+    expected = {n: p.grad for n, p in supernet.named_parameters() if p.grad is not None}
+    assert grads_step.keys() == expected.keys()
+    for name, grad in grads_step.items():
+        torch.testing.assert_close(grad, expected[name])
+
+
+def test_uniform_sampling_needs_a_drawn_subnet() -> None:
+    with pytest.raises(ValueError, match="random_subnets must be at least 1"):
+        SandwichConfig(random_subnets=0, sampling="uniform")
+
+
 def test_progressive_shrinking_grows_from_the_largest_subnet_to_all(tiny_options) -> None:
     space = get_search_space("mobilenet_elastic", **tiny_options)
     full = space.choices()

@@ -88,6 +88,15 @@ def test_shrink_epochs_must_leave_the_whole_space_an_epoch() -> None:
         load_config(QUICKSTART, ["supernet.shrink_epochs=30"])
 
 
+def test_supernet_sampling_is_validated_by_key() -> None:
+    spec = load_config(QUICKSTART, ["supernet.sampling=uniform"])
+    assert spec.supernet.sandwich().sampling == "uniform"
+    with pytest.raises(ConfigError, match=r"supernet.random_subnets must be at least 1"):
+        load_config(QUICKSTART, ["supernet.sampling=uniform", "supernet.random_subnets=0"])
+    with pytest.raises(ConfigError, match=r"supernet.sampling.*'sandwich' or 'uniform'"):
+        load_config(QUICKSTART, ["supernet.sampling=fair"])
+
+
 def test_override_without_equals_is_an_error() -> None:
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         load_config(QUICKSTART, ["search.n_trials"])
