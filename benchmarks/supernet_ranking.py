@@ -70,9 +70,18 @@ left tau at 0.54. The smaller subnets on the labels alone, no distillation
 89% alike, and with four fine-tuning epochs at 0.63 [0.25, 0.89], 91% alike, depths 3, 1, 1,
 3 tenth both times. The miss is not one supernet's noise: the 15-epoch supernet and the
 zero-initialised one rank the 16 subnets alike at tau 0.85, each at 0.54-0.56 against
-training alone.
+training alone. A third of the learning rate (``lablr1:epochs=15,distill_weight=0,lr=0.001``)
+inherited 0.643-0.821 and ranked at 0.48 [0.13, 0.77], 81% alike. Uniform single paths
+(``uni:epochs=15,sampling=uniform,random_subnets=4``: each step four subnets drawn at random,
+each on the labels, as many as a sandwich step trains, and neither the largest nor the
+smallest more often than another) ranked at 0.64 [0.30, 0.91], rho 0.77, 90% alike, with no
+fine-tuning: the smallest subnet, which the sandwich trains every step, no longer inherits
+more than its place (0.716, last, as trained alone), but depths 3, 1, 1, 3 stayed tenth, and
+uniform and labels-only sandwich training rank the 16 subnets alike at tau 0.88.
+Four fine-tuning epochs on it (``unift4:...,finetune_epochs=4``) left it at 0.61 [0.26, 0.87],
+90% alike: fine-tuning, which lifted the sandwich-trained supernets, did not lift this one.
 Fine-tuning each subnet before it is scored, as ``search.finetune_epochs`` has trials do
-(``finetune_epochs`` in a recipe), is the one that helped: one epoch lifted the 5-epoch
+(``finetune_epochs`` in a recipe), helped the sandwich-trained ones: one epoch lifted the 5-epoch
 supernet from tau 0.44 to 0.58 (``cft1:finetune_epochs=1``), and the 15-epoch one to 0.59
 with one epoch and 0.63 [0.29, 0.89] with two (``ft2:epochs=15,finetune_epochs=2``), 90% of
 the resolved pairs alike, at a fifth of a stand-alone training per subnet. Still short of
