@@ -50,13 +50,12 @@ that many stand-alone runs side by side, one process each, torch's threads share
 them.
 
 Measured (``supernet_ranking.md`` beside this script has every recipe, the commands and
-what the misses are): on 20,000 glyphs with 16 subnets and four 10-epoch stand-alone seeds,
-the noise ceiling is tau 0.89 and one stand-alone run ranks the mean of the other three at
-0.75. The best recipes rank at 0.64 [0.30, 0.91]: uniform single paths
-(``sampling=uniform,random_subnets=4``), or the sandwich with four fine-tuning epochs per
-subnet. The remedies tried (longer schedules, progressive shrinking, more random subnets,
-larger BN recalibration, labels instead of distillation, zero-initialised residual
-branches) each stay within 0.1 of 0.56, the plain 15-epoch supernet's tau.
+what the misses are): with 16 subnets, no recipe reaches tau 0.8. On 20,000 glyphs (10,000
+to train, four 10-epoch stand-alone seeds, noise ceiling 0.89) the best recipes rank at 0.64
+[0.30, 0.91]: uniform single paths (``sampling=uniform,random_subnets=4``), or the sandwich
+with four fine-tuning epochs per subnet. On 60,000 glyphs (50,000 to train, four 2-epoch
+seeds, ceiling 0.905, one more stand-alone run 0.82) uniform supernets rank at 0.70-0.72,
+and at 0.75 [0.45, 0.95] with one fine-tuning epoch per subnet.
 """
 
 from __future__ import annotations
@@ -72,13 +71,21 @@ import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from evaluators import (
@@ -97,9 +104,9 @@ from nas._config import ConfigError, RunSpec, SupernetConfig, load_config
 from search_spaces import Arch, SearchSpace, Supernet, get_search_space
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_glyphs import written as glyphs_written  # noqa: E402
-from make_shapes64 import written as shapes_written  # noqa: E402
-from ranking_agreement import (  # noqa: E402
+from make_glyphs import written as glyphs_written
+from make_shapes64 import written as shapes_written
+from ranking_agreement import (
     agreement,
     held_out,
     noise_ceiling,
@@ -415,13 +422,17 @@ def main(argv: list[str] | None = None) -> int:
             config = recipe.supernet
             with Progress(*columns, console=console) as progress:
                 task = progress.add_task(f"supernet {recipe.name}", total=config.epochs)
+
+                def advance(epoch: int, loss: float, task: TaskID = task) -> None:
+                    progress.update(task, completed=epoch + 1)
+
                 supernet, _ = train_supernet(
                     space, data, epochs=config.epochs, batch_size=batch_size,
                     optim=config.optim(), sandwich=config.sandwich(),
-                    seed=seed, zero_init_residual=config.zero_init_residual, callbacks=[lambda epoch, loss: progress.update(task, completed=epoch + 1)],
+                    seed=seed, zero_init_residual=config.zero_init_residual, callbacks=[advance],
                 )
             train_seconds = time.perf_counter() - start
-            atomic_write(weights, lambda tmp: torch.save(supernet.state_dict(), tmp))
+            atomic_write(weights, partial(torch.save, supernet.state_dict()))
             atomic_write_text(out / f"supernet-{digest}.json",
                               json.dumps({"recipe": recipe.name, "seconds": train_seconds,
                                           "supernet": recipe.supernet.model_dump()}, indent=1))
