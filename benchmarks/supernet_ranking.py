@@ -310,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     assert isinstance(space, SearchSpace)
     data, data_key = load_data(args, spec, out)
     space_key = json.dumps([spec.search_space.name, spec.search_space.options()], sort_keys=True, default=str)
+    # a subnet trained alone is the same whatever the supernet-only options say
+    subnet_options = {k: v for k, v in spec.search_space.options().items()
+                      if k not in space.supernet_only_options}
+    subnet_key = json.dumps([spec.search_space.name, subnet_options], sort_keys=True, default=str)
     recipes = [parse_recipe(r, spec) for r in (args.recipe or ["config"])]
     batch_size = spec.data.batch_size
     archs = spread_archs(space, data, args.subnets, seed, args.spacing)
@@ -324,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     paths: dict[int, Path] = {}
     for run_seed in seeds:
         alone_key = hashlib.sha256(json.dumps(
-            [data_key, space_key, run_seed, epochs, base.lr, base.weight_decay,
+            [data_key, subnet_key, run_seed, epochs, base.lr, base.weight_decay,
              base.label_smoothing]
         ).encode()).hexdigest()[:12]
         paths[run_seed] = out / f"standalone-{alone_key}.json"

@@ -6,6 +6,7 @@ import itertools
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
+from typing import ClassVar
 
 from torch import nn
 
@@ -166,6 +167,10 @@ class SearchSpace(ChoiceSpace):
     ``max_arch`` and ``min_arch`` take every choice's last and first value: a space lists
     each choice's values from cheapest to most expensive, or overrides them.
     """
+
+    #: options that change only how the supernet shares weights, never a subnet it extracts:
+    #: what is kept per subnet (subnets trained alone, say) holds whatever their values
+    supernet_only_options: ClassVar[frozenset[str]] = frozenset()
 
     def max_arch(self) -> Arch:
         """Returns the largest subnet (every choice at its most expensive value)."""

@@ -6,8 +6,10 @@ layer can copy the slice it would run into a plain torch layer of the matching s
 (``copy_to``), which is how a supernet extracts a static subnet.
 
 Kernels shrink by taking the centre of the largest kernel, as in Once-for-All (Cai et al.,
-2020, "Once-for-All: Train One Network and Specialize it for Efficient Deployment"), without
-the kernel transformation matrices. Channels shrink by keeping the first channels.
+2020, "Once-for-All: Train One Network and Specialize it for Efficient Deployment"). A
+depthwise layer can also learn Once-for-All's kernel transformation matrices, so that a
+smaller kernel is a learned function of the larger one's centre rather than the same
+weights. Channels shrink by keeping the first channels.
 """
 
 from __future__ import annotations
@@ -131,26 +133,64 @@ class ElasticConv2d(nn.Module):
 class ElasticDepthwiseConv2d(nn.Module):
     """A depthwise convolution (no bias) with elastic channels and kernel size.
 
+    A smaller kernel is the centre of the largest. With ``kernel_transform`` each step down
+    (5 to 3, 3 to 1, ...) also passes the cropped centre through a learned k²×k² matrix
+    shared by the layer's channels, initialised to the identity (Once-for-All's kernel
+    transformation): the centre weights then need not serve as both the middle of a large
+    kernel and a whole small one.
+
     Args:
         max_channels: The largest number of channels.
         kernel_size: The largest (odd) kernel size.
         stride: The stride.
+        kernel_transform: Learn a transformation matrix for every step down to
+            ``min_kernel_size``.
+        min_kernel_size: The smallest kernel size the layer will run with transforms.
     """
 
-    def __init__(self, max_channels: int, kernel_size: int, stride: int = 1) -> None:
+    def __init__(
+        self,
+        max_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        kernel_transform: bool = False,
+        min_kernel_size: int = 1,
+    ) -> None:
         super().__init__()
         _check_kernel(kernel_size, kernel_size)
         self.max_channels = max_channels
         self.max_kernel_size = kernel_size
+        self.min_kernel_size = min_kernel_size
         self.stride = stride
         self.weight = nn.Parameter(torch.empty(max_channels, 1, kernel_size, kernel_size))
         self.active_kernel_size = kernel_size
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        # "5to3": the matrix applied to the flattened 3x3 centre of the 5x5 kernel
+        self.kernel_transforms = nn.ParameterDict({
+            f"{k + 2}to{k}": nn.Parameter(torch.eye(k * k))
+            for k in range(kernel_size - 2, min_kernel_size - 1, -2)
+        } if kernel_transform else {})
 
     def get_weight(self, channels: int, kernel_size: int) -> Tensor:
-        """Returns the (channels, 1, k, k) slice of the shared weight."""
+        """Returns the (channels, 1, k, k) kernel of the first ``channels`` channels: the
+        shared weight's centre, transformed step by step when the layer learns transforms.
+
+        Raises:
+            ValueError: ``kernel_size`` is even, larger than the layer's, or (with
+                transforms) smaller than its ``min_kernel_size``.
+        """
         _check_kernel(kernel_size, self.max_kernel_size)
-        return _centre_crop(self.weight[:channels], kernel_size)
+        if self.kernel_transforms and kernel_size < self.min_kernel_size:
+            raise ValueError(f"kernel_size must be at least {self.min_kernel_size}, the smallest "
+                             f"with a learned transform, got {kernel_size}")
+        weight = self.weight[:channels]
+        if not self.kernel_transforms:
+            return _centre_crop(weight, kernel_size)
+        for k in range(self.max_kernel_size - 2, kernel_size - 1, -2):
+            centre = _centre_crop(weight, k).reshape(channels, k * k)
+            weight = F.linear(centre, self.kernel_transforms[f"{k + 2}to{k}"]).view(
+                channels, 1, k, k)
+        return weight
 
     def forward(self, x: Tensor) -> Tensor:
         channels, k = x.shape[1], self.active_kernel_size
@@ -165,7 +205,9 @@ class ElasticDepthwiseConv2d(nn.Module):
         conv.weight.copy_(self.get_weight(conv.out_channels, conv.weight.shape[-1]))
 
     def extra_repr(self) -> str:
-        return f"{self.max_channels}, kernel_size={self.max_kernel_size}, stride={self.stride}"
+        transform = ", kernel_transform=True" if self.kernel_transforms else ""
+        return (f"{self.max_channels}, kernel_size={self.max_kernel_size}, stride={self.stride}"
+                f"{transform}")
 
 
 class ElasticBatchNorm2d(nn.BatchNorm2d):

@@ -173,6 +173,8 @@ class ElasticInvertedResidual(_InvertedResidualForward):
         max_mid_channels: The largest expanded width.
         max_se_channels: The largest squeeze-excite bottleneck width; 0 means no SE.
         act: The activation name.
+        kernel_transform: Learn Once-for-All's kernel transformation matrices in the
+            depthwise convolution (see ``ElasticDepthwiseConv2d``).
     """
 
     def __init__(
@@ -185,6 +187,7 @@ class ElasticInvertedResidual(_InvertedResidualForward):
         max_mid_channels: int,
         max_se_channels: int,
         act: str,
+        kernel_transform: bool = False,
     ) -> None:
         super().__init__()
         act_layer = get_act_layer(act)
@@ -193,7 +196,8 @@ class ElasticInvertedResidual(_InvertedResidualForward):
         self.conv_pw = ElasticConv2d(in_channels, mid, 1)
         self.bn1 = ElasticBatchNorm2d(mid)
         self.act1 = act_layer()
-        self.conv_dw = ElasticDepthwiseConv2d(mid, max(kernel_sizes), stride)
+        self.conv_dw = ElasticDepthwiseConv2d(mid, max(kernel_sizes), stride, kernel_transform,
+                                              min(kernel_sizes))
         self.bn2 = ElasticBatchNorm2d(mid)
         self.act2 = act_layer()
         self.se: nn.Module = (

@@ -101,6 +101,12 @@ class MobileNetElasticOptions(BaseModel):
     dropout: float = Field(
         default=0.0, ge=0.0, lt=1.0, description="Dropout before the classifier."
     )
+    kernel_transform: bool = Field(
+        default=False,
+        description="Supernet only: each smaller depthwise kernel is a learned transform of "
+        "the larger one's centre (Once-for-All's kernel transformation matrices) instead of "
+        "the same weights. Extracted subnets are plain convolutions either way.",
+    )
 
     @field_validator("stage_channels", "depths", "kernel_sizes", "expand_ratios")
     @classmethod
@@ -138,6 +144,7 @@ class MobileNetElasticSpace(SearchSpace):
     """
 
     name = "mobilenet_elastic"
+    supernet_only_options = frozenset({"kernel_transform"})
 
     def __init__(self, options: MobileNetElasticOptions | None = None) -> None:
         self.options = options if options is not None else MobileNetElasticOptions()
@@ -316,6 +323,7 @@ class ElasticMobileNetV3(PooledClassifier, Supernet):
                     max_mid_channels=block.mid_channels,
                     max_se_channels=block.se_channels,
                     act=block.act,
+                    kernel_transform=o.kernel_transform,
                 )
                 for block in stage
             )

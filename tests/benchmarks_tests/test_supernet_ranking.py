@@ -74,6 +74,17 @@ def test_the_benchmark_reports_rank_agreement_and_reuses_what_it_trained(
     again = json.loads((out / "ranking.json").read_text())
     assert again["recipes"][0]["subnets"] == recipe["subnets"]
 
+    # an option of the supernet alone (learned kernel transforms) trains a new supernet, but
+    # reuses every subnet trained alone
+    assert supernet_ranking.main([*argv, "--set", "search_space.kernel_transform=true"]) == 0
+    added = {p.name for p in out.iterdir()} - set(kept) - {"ranking.json"}
+    assert len(added) == 2 and all(n.startswith("supernet-") for n in added)
+    assert all((out / n).stat().st_mtime_ns == t for n, t in kept.items())
+    transformed = json.loads((out / "ranking.json").read_text())["recipes"][0]["subnets"]
+    assert [s["standalone_runs"] for s in transformed] == [
+        s["standalone_runs"] for s in recipe["subnets"]]
+    assert [s["inherited"] for s in transformed] != [s["inherited"] for s in recipe["subnets"]]
+
 
 def test_glyphs_are_drawn_at_the_configs_image_size_and_keyed_by_it(
     config: Path, tmp_path: Path

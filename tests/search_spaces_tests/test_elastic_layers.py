@@ -103,6 +103,41 @@ def test_depthwise_conv_matches_a_plain_depthwise_conv() -> None:
         elastic.copy_to(nn.Conv2d(9, 9, 5))
 
 
+def test_kernel_transforms_start_as_the_centre_crop_and_are_learned_per_step() -> None:
+    torch.manual_seed(0)
+    plain = ElasticDepthwiseConv2d(6, kernel_size=7)
+    torch.manual_seed(0)
+    elastic = ElasticDepthwiseConv2d(6, kernel_size=7, kernel_transform=True, min_kernel_size=3)
+    assert sorted(elastic.kernel_transforms) == ["5to3", "7to5"]
+    assert plain.kernel_transforms is not None and len(plain.kernel_transforms) == 0
+    for k in (7, 5, 3):  # identity matrices: the plain centre crop
+        torch.testing.assert_close(elastic.get_weight(4, k), plain.get_weight(4, k))
+    with torch.no_grad():
+        elastic.kernel_transforms["5to3"].mul_(2.0)
+    torch.testing.assert_close(elastic.get_weight(4, 3), 2 * plain.get_weight(4, 3))
+    torch.testing.assert_close(elastic.get_weight(4, 5), plain.get_weight(4, 5))
+    # the 3x3 kernel passes through both steps, so both matrices learn from it
+    elastic.active_kernel_size = 3
+    elastic(torch.randn(2, 4, 6, 6)).sum().backward()
+    assert all(m.grad is not None and m.grad.abs().sum() > 0
+               for m in elastic.kernel_transforms.values())
+    with pytest.raises(ValueError, match="at least 3"):
+        elastic.get_weight(4, 1)
+
+
+def test_a_transformed_kernel_is_what_the_extracted_conv_runs() -> None:
+    torch.manual_seed(0)
+    elastic = ElasticDepthwiseConv2d(8, kernel_size=5, kernel_transform=True, min_kernel_size=3)
+    with torch.no_grad():
+        elastic.kernel_transforms["5to3"].add_(0.3 * torch.randn(9, 9))
+    elastic.active_kernel_size = 3
+    plain = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+    elastic.copy_to(plain)
+    x = torch.randn(2, 8, 6, 6)
+    torch.testing.assert_close(elastic(x), plain(x))
+    assert not torch.allclose(plain.weight, elastic.weight[:, :, 1:4, 1:4])
+
+
 def test_linear_slices_input_features() -> None:
     torch.manual_seed(0)
     elastic = ElasticLinear(16, 3)

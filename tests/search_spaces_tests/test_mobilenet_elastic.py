@@ -180,3 +180,26 @@ def test_zeroed_residual_branches_make_the_deeper_blocks_identities() -> None:
     # both blocks of stage 0 (8 -> 8 channels, stride 1) and the second of stage 1 keep the width
     assert zeroed == 3
     torch.testing.assert_close(*after)
+
+
+def test_kernel_transform_changes_the_supernet_but_not_its_subnets() -> None:
+    torch.manual_seed(0)
+    plain = _space(**TINY).build_supernet(10, 1).eval()
+    torch.manual_seed(0)
+    space = _space(**TINY, kernel_transform=True)
+    supernet = space.build_supernet(10, 1).eval()
+    extra = sorted(set(supernet.state_dict()) - set(plain.state_dict()))
+    # one 9x9 matrix (5 to 3) per block: stages of depth 2 and 2
+    assert len(extra) == 4 and all(key.endswith("kernel_transforms.5to3") for key in extra)
+    arch = space.min_arch()
+    x = torch.randn(3, 1, 16, 16)
+    subnet = supernet.extract(arch).eval()
+    # identity transforms: the same subnet as without; and the same static modules
+    torch.testing.assert_close(subnet(x), plain.extract(arch).eval()(x))
+    assert set(subnet.state_dict()) == set(plain.extract(arch).state_dict())
+    with torch.no_grad():
+        for key in extra:
+            supernet.get_parameter(key).add_(0.2 * torch.randn(9, 9))
+    supernet.set_active(arch)
+    torch.testing.assert_close(supernet(x), supernet.extract(arch).eval()(x))
+    assert not torch.allclose(supernet(x), plain.extract(arch).eval()(x))
