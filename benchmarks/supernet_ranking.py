@@ -45,7 +45,9 @@ What it reports beside each recipe's tau and rho:
   supernet ranks as well as training every subnet alone once more would.
 
 Supernets and stand-alone scores are kept in ``--out`` and reused by a later run with the
-same settings (more ``--standalone-seeds`` train only the new seeds). ``--workers`` trains
+same settings (more ``--standalone-seeds`` train only the new seeds; a search-space option
+that changes only the supernet, such as ``mobilenet_elastic``'s ``kernel_transform``,
+trains a new supernet beside the same stand-alone scores). ``--workers`` trains
 that many stand-alone runs side by side, one process each, torch's threads shared among
 them.
 
