@@ -92,10 +92,15 @@ class PooledClassifier(nn.Module):
         """The width of the pooled features that enter the classifier."""
         raise NotImplementedError
 
+    def active_classifier(self) -> nn.Module:
+        """Returns the classifier ``forward_head`` applies: ``classifier``, unless a supernet
+        keeps one per subnet shape."""
+        return self.classifier
+
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """Pools the features and returns logits (or the pooled features if ``pre_logits``)."""
         x = self.dropout(self.flatten(self.global_pool(x)))  # (B, num_features)
-        return x if pre_logits else self.classifier(x)
+        return x if pre_logits else self.active_classifier()(x)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))

@@ -107,6 +107,13 @@ class MobileNetElasticOptions(BaseModel):
         "the larger one's centre (Once-for-All's kernel transformation matrices) instead of "
         "the same weights. Extracted subnets are plain convolutions either way.",
     )
+    last_depth_heads: bool = Field(
+        default=False,
+        description="Supernet only: one head (1x1 conv, BatchNorm and classifier) per depth "
+        "of the last stage, so a deeper last stage is not held to the features that the "
+        "shallower ones hand a shared head. A subnet takes the head of its last stage's "
+        "depth; extracted subnets are the same networks either way.",
+    )
 
     @field_validator("stage_channels", "depths", "kernel_sizes", "expand_ratios")
     @classmethod
@@ -144,7 +151,7 @@ class MobileNetElasticSpace(SearchSpace):
     """
 
     name = "mobilenet_elastic"
-    supernet_only_options = frozenset({"kernel_transform"})
+    supernet_only_options = frozenset({"kernel_transform", "last_depth_heads"})
 
     def __init__(self, options: MobileNetElasticOptions | None = None) -> None:
         self.options = options if options is not None else MobileNetElasticOptions()
@@ -291,8 +298,9 @@ class MobileNetElasticSpace(SearchSpace):
 class ElasticMobileNetV3(PooledClassifier, Supernet):
     """The weight-sharing supernet of a ``MobileNetElasticSpace``; starts at the max arch.
 
-    Its stem, head and classifier are shared as is; every block holds the weights of its
-    largest configuration. ``forward`` runs the active subnet, and ``extract`` copies a
+    Its stem is shared as is, and so are the head and classifier unless the space's
+    ``last_depth_heads`` gives each depth of the last stage its own; every block holds the
+    weights of its largest configuration. ``forward`` runs the active subnet, and ``extract`` copies a
     subnet's weights into a static ``MobileNetV3``.
 
     Args:
@@ -338,6 +346,17 @@ class ElasticMobileNetV3(PooledClassifier, Supernet):
         self.classifier = nn.Linear(o.head_channels, num_classes)
         nn.init.kaiming_normal_(self.conv_stem.weight, mode="fan_out", nonlinearity="relu")
         nn.init.kaiming_normal_(self.conv_head.weight, mode="fan_out", nonlinearity="relu")
+        # built last, so the shared layers start as they would without them
+        self.depth_heads = nn.ModuleDict()
+        if o.last_depth_heads:
+            for depth in o.depths[:-1]:
+                conv_head = nn.Conv2d(max_cfg.last_channels, o.head_channels, 1, bias=False)
+                nn.init.kaiming_normal_(conv_head.weight, mode="fan_out", nonlinearity="relu")
+                self.depth_heads[str(depth)] = nn.ModuleDict({
+                    "conv_head": conv_head,
+                    "bn2": nn.BatchNorm2d(o.head_channels),
+                    "classifier": nn.Linear(o.head_channels, num_classes),
+                })
         self._depths: list[int] = []
         self.active_arch = space.max_arch()
         self.set_active(self.active_arch)
@@ -356,6 +375,19 @@ class ElasticMobileNetV3(PooledClassifier, Supernet):
         self._depths = [len(stage) for stage in cfg.stages]
         self.active_arch = self.space.decode(arch)
 
+    def head_layers(self, last_depth: int) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """Returns the 1x1 head conv, its BatchNorm and the classifier that subnets whose last
+        stage has ``last_depth`` blocks use: their own with ``last_depth_heads``, else the
+        shared ones (which the largest depth always uses)."""
+        if str(last_depth) in self.depth_heads:
+            head = cast(nn.ModuleDict, self.depth_heads[str(last_depth)])
+            return head["conv_head"], head["bn2"], head["classifier"]
+        return self.conv_head, self.bn2, self.classifier
+
+    def active_classifier(self) -> nn.Module:
+        """Returns the classifier of the active subnet's head (see ``head_layers``)."""
+        return self.head_layers(self._depths[-1])[2]
+
     def residual_branch_norms(self) -> list[nn.BatchNorm2d]:
         """Returns the last BatchNorm of every block with a skip connection."""
         return [block.bn3 for blocks in self._stages() for block in blocks if block.has_skip]
@@ -366,7 +398,8 @@ class ElasticMobileNetV3(PooledClassifier, Supernet):
         for blocks, depth in zip(self._stages(), self._depths):
             for block in blocks[:depth]:
                 x = block(x)
-        x = self.act2(self.bn2(self.conv_head(x)))  # (B, head_channels, H', W')
+        conv_head, bn2, _ = self.head_layers(self._depths[-1])
+        x = self.act2(bn2(conv_head(x)))  # (B, head_channels, H', W')
         return x
 
     def extract(self, arch: Mapping[str, ArchValue]) -> MobileNetV3:
@@ -382,8 +415,11 @@ class ElasticMobileNetV3(PooledClassifier, Supernet):
         weight = self.conv_stem.weight
         net = MobileNetV3(cfg).to(device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
-            for name in ("conv_stem", "bn1", "conv_head", "bn2", "classifier"):
+            for name in ("conv_stem", "bn1"):
                 getattr(net, name).load_state_dict(getattr(self, name).state_dict())
+            head = self.head_layers(len(cfg.stages[-1]))
+            for name, layer in zip(("conv_head", "bn2", "classifier"), head):
+                getattr(net, name).load_state_dict(layer.state_dict())
             for blocks, static_blocks in zip(self._stages(), net.blocks):
                 for block, static_block in zip(blocks, cast(nn.Sequential, static_blocks)):
                     block.copy_to(cast(InvertedResidual, static_block))

@@ -203,3 +203,34 @@ def test_kernel_transform_changes_the_supernet_but_not_its_subnets() -> None:
     supernet.set_active(arch)
     torch.testing.assert_close(supernet(x), supernet.extract(arch).eval()(x))
     assert not torch.allclose(supernet(x), plain.extract(arch).eval()(x))
+
+
+def test_last_depth_heads_give_each_last_stage_depth_its_own_head() -> None:
+    torch.manual_seed(0)
+    plain = _space(**TINY).build_supernet(10, 1).eval()
+    torch.manual_seed(0)
+    space = _space(**TINY, last_depth_heads=True)
+    supernet = space.build_supernet(10, 1).eval()
+    extra = sorted(set(supernet.state_dict()) - set(plain.state_dict()))
+    # depths [1, 2]: depth 2 (the largest) keeps the shared head, depth 1 gets its own
+    assert extra and all(key.startswith("depth_heads.1.") for key in extra)
+    for key, value in plain.state_dict().items():  # the shared layers start unchanged
+        torch.testing.assert_close(supernet.state_dict()[key], value)
+    x = torch.randn(3, 1, 16, 16)
+    deep = space.max_arch()
+    shallow = space.decode({**deep, "d1": 1})
+    before = {arch: supernet.extract(arch).eval()(x) for arch in (deep, shallow)}
+    with torch.no_grad():
+        for parameter in supernet.depth_heads.parameters():
+            parameter.add_(0.5)
+    for arch in (deep, shallow):
+        supernet.set_active(arch)
+        subnet = supernet.extract(arch).eval()
+        torch.testing.assert_close(supernet(x), subnet(x))
+        assert set(subnet.state_dict()) == set(plain.extract(arch).state_dict())
+    # only the shallow last stage's subnets read the head that changed
+    torch.testing.assert_close(supernet.extract(deep).eval()(x), before[deep])
+    assert not torch.allclose(supernet.extract(shallow).eval()(x), before[shallow])
+    assert supernet.head_layers(2)[2] is supernet.classifier
+    assert supernet.head_layers(1)[2] is not supernet.classifier
+    assert "last_depth_heads" in space.supernet_only_options
