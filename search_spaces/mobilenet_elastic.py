@@ -110,9 +110,8 @@ class MobileNetElasticOptions(BaseModel):
     last_depth_heads: bool = Field(
         default=False,
         description="Supernet only: one head (1x1 conv, BatchNorm and classifier) per depth "
-        "of the last stage, so a deeper last stage is not held to the features that the "
-        "shallower ones hand a shared head. A subnet takes the head of its last stage's "
-        "depth; extracted subnets are the same networks either way.",
+        "of the last stage instead of one shared by all; a subnet takes the head of its "
+        "last stage's depth. Extracted subnets are the same networks either way.",
     )
 
     @field_validator("stage_channels", "depths", "kernel_sizes", "expand_ratios")
