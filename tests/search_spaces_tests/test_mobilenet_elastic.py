@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from search_spaces import Arch, MobileNetElasticOptions, SearchSpaceError, get_search_space
-from search_spaces.mobilenet_elastic import MobileNetElasticSpace
+from search_spaces.mobilenet_elastic import ElasticMobileNetV3, MobileNetElasticSpace
 from tests.search_spaces_tests.conftest import deep_and_shallow_outputs
 
 TINY = {
@@ -182,13 +182,21 @@ def test_zeroed_residual_branches_make_the_deeper_blocks_identities() -> None:
     torch.testing.assert_close(*after)
 
 
-def test_kernel_transform_changes_the_supernet_but_not_its_subnets() -> None:
+def _plain_and_optioned(
+    **option: object,
+) -> tuple[ElasticMobileNetV3, MobileNetElasticSpace, ElasticMobileNetV3, list[str]]:
+    """Returns a TINY supernet, the space with ``option`` set, its supernet built from the
+    same seed, and the state-dict keys the option adds."""
     torch.manual_seed(0)
     plain = _space(**TINY).build_supernet(10, 1).eval()
     torch.manual_seed(0)
-    space = _space(**TINY, kernel_transform=True)
+    space = _space(**TINY, **option)
     supernet = space.build_supernet(10, 1).eval()
-    extra = sorted(set(supernet.state_dict()) - set(plain.state_dict()))
+    return plain, space, supernet, sorted(set(supernet.state_dict()) - set(plain.state_dict()))
+
+
+def test_kernel_transform_changes_the_supernet_but_not_its_subnets() -> None:
+    plain, space, supernet, extra = _plain_and_optioned(kernel_transform=True)
     # one 9x9 matrix (5 to 3) per block: stages of depth 2 and 2
     assert len(extra) == 4 and all(key.endswith("kernel_transforms.5to3") for key in extra)
     arch = space.min_arch()
@@ -206,12 +214,7 @@ def test_kernel_transform_changes_the_supernet_but_not_its_subnets() -> None:
 
 
 def test_last_depth_heads_give_each_last_stage_depth_its_own_head() -> None:
-    torch.manual_seed(0)
-    plain = _space(**TINY).build_supernet(10, 1).eval()
-    torch.manual_seed(0)
-    space = _space(**TINY, last_depth_heads=True)
-    supernet = space.build_supernet(10, 1).eval()
-    extra = sorted(set(supernet.state_dict()) - set(plain.state_dict()))
+    plain, space, supernet, extra = _plain_and_optioned(last_depth_heads=True)
     # depths [1, 2]: depth 2 (the largest) keeps the shared head, depth 1 gets its own
     assert extra and all(key.startswith("depth_heads.1.") for key in extra)
     for key, value in plain.state_dict().items():  # the shared layers start unchanged
