@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Literal, cast
 
@@ -113,6 +114,13 @@ class MobileNetElasticOptions(BaseModel):
         "of the last stage instead of one shared by all; a subnet takes the head of its "
         "last stage's depth. Extracted subnets are the same networks either way.",
     )
+    last_depth_stages: bool = Field(
+        default=False,
+        description="Supernet only: one copy of the last stage's blocks per depth of that "
+        "stage except the largest (a few-shot split on the last stage's depth), each "
+        "starting as the shared blocks do; a subnet runs the copy of its last stage's depth. "
+        "Extracted subnets are the same networks either way.",
+    )
 
     @field_validator("stage_channels", "depths", "kernel_sizes", "expand_ratios")
     @classmethod
@@ -150,7 +158,9 @@ class MobileNetElasticSpace(SearchSpace):
     """
 
     name = "mobilenet_elastic"
-    supernet_only_options = frozenset({"kernel_transform", "last_depth_heads"})
+    supernet_only_options = frozenset(
+        {"kernel_transform", "last_depth_heads", "last_depth_stages"}
+    )
 
     def __init__(self, options: MobileNetElasticOptions | None = None) -> None:
         self.options = options if options is not None else MobileNetElasticOptions()
@@ -298,8 +308,9 @@ class ElasticMobileNetV3(PooledClassifier, Supernet):
     """The weight-sharing supernet of a ``MobileNetElasticSpace``; starts at the max arch.
 
     Its stem is shared as is, and so are the head and classifier unless the space's
-    ``last_depth_heads`` gives each depth of the last stage its own; every block holds the
-    weights of its largest configuration. ``forward`` runs the active subnet, and
+    ``last_depth_heads`` gives each depth of the last stage its own; the last stage's blocks
+    are shared by its depths unless ``last_depth_stages`` gives each depth a copy of its
+    own. Every block holds the weights of its largest configuration. ``forward`` runs the active subnet, and
     ``extract`` copies a subnet's weights into a static ``MobileNetV3``.
 
     Args:
@@ -356,22 +367,34 @@ class ElasticMobileNetV3(PooledClassifier, Supernet):
                     "bn2": nn.BatchNorm2d(o.head_channels),
                     "classifier": nn.Linear(o.head_channels, num_classes),
                 })
+        # copies of the shared blocks, made after every other layer: no random numbers drawn
+        self.depth_stages = nn.ModuleDict()
+        if o.last_depth_stages:
+            shared = list(cast(nn.ModuleList, self.blocks[-1]))
+            for depth in o.depths[:-1]:
+                self.depth_stages[str(depth)] = copy.deepcopy(nn.ModuleList(shared[:depth]))
         self._depths: list[int] = []
         self.active_arch = space.max_arch()
         self.set_active(self.active_arch)
 
-    def _stages(self) -> list[list[ElasticInvertedResidual]]:
+    def stage_blocks(self, depths: list[int]) -> list[list[ElasticInvertedResidual]]:
+        """Returns the blocks a subnet with these stage depths runs, stage by stage: all of
+        each stage's shared blocks (the subnet runs the first ``depth``), except that the
+        last stage is the copy of its depth where ``last_depth_stages`` made one."""
+        stages = list(self.blocks)
+        if str(depths[-1]) in self.depth_stages:
+            stages[-1] = self.depth_stages[str(depths[-1])]
         return [
             [cast(ElasticInvertedResidual, b) for b in cast(nn.ModuleList, stage)]
-            for stage in self.blocks
+            for stage in stages
         ]
 
     def set_active(self, arch: Mapping[str, ArchValue]) -> None:
         cfg = self.space.net_cfg(arch, num_classes=self.num_classes, in_channels=self.in_channels)
-        for blocks, stage in zip(self._stages(), cfg.stages):
+        self._depths = [len(stage) for stage in cfg.stages]
+        for blocks, stage in zip(self.stage_blocks(self._depths), cfg.stages):
             for block, block_cfg in zip(blocks, stage):
                 block.set_active(block_cfg)
-        self._depths = [len(stage) for stage in cfg.stages]
         self.active_arch = self.space.decode(arch)
 
     def head_layers(self, last_depth: int) -> tuple[nn.Module, nn.Module, nn.Module]:
@@ -389,12 +412,14 @@ class ElasticMobileNetV3(PooledClassifier, Supernet):
 
     def residual_branch_norms(self) -> list[nn.BatchNorm2d]:
         """Returns the last BatchNorm of every block with a skip connection."""
-        return [block.bn3 for blocks in self._stages() for block in blocks if block.has_skip]
+        return [
+            m.bn3 for m in self.modules() if isinstance(m, ElasticInvertedResidual) and m.has_skip
+        ]
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Returns the active subnet's feature map before pooling."""
         x = self.act1(self.bn1(self.conv_stem(x)))
-        for blocks, depth in zip(self._stages(), self._depths):
+        for blocks, depth in zip(self.stage_blocks(self._depths), self._depths):
             for block in blocks[:depth]:
                 x = block(x)
         conv_head, bn2, _ = self.head_layers(self._depths[-1])
@@ -419,7 +444,8 @@ class ElasticMobileNetV3(PooledClassifier, Supernet):
             head = self.head_layers(len(cfg.stages[-1]))
             for name, layer in zip(("conv_head", "bn2", "classifier"), head):
                 getattr(net, name).load_state_dict(layer.state_dict())
-            for blocks, static_blocks in zip(self._stages(), net.blocks):
+            depths = [len(stage) for stage in cfg.stages]
+            for blocks, static_blocks in zip(self.stage_blocks(depths), net.blocks):
                 for block, static_block in zip(blocks, cast(nn.Sequential, static_blocks)):
                     block.copy_to(cast(InvertedResidual, static_block))
         return net.train(self.training)

@@ -237,3 +237,37 @@ def test_last_depth_heads_give_each_last_stage_depth_its_own_head() -> None:
     assert supernet.head_layers(2)[2] is supernet.classifier
     assert supernet.head_layers(1)[2] is not supernet.classifier
     assert "last_depth_heads" in space.supernet_only_options
+
+
+def test_last_depth_stages_give_each_last_stage_depth_its_own_blocks() -> None:
+    plain, space, supernet, extra = _plain_and_optioned(last_depth_stages=True)
+    # depths [1, 2]: depth 2 (the largest) keeps the shared blocks, depth 1 gets one copy
+    assert extra and all(key.startswith("depth_stages.1.0.") for key in extra)
+    state = supernet.state_dict()
+    for key, value in plain.state_dict().items():  # the shared layers start unchanged
+        torch.testing.assert_close(state[key], value)
+    for key in extra:  # and the copy starts as the shared first block of the last stage
+        torch.testing.assert_close(state[key], state["blocks.1.0." + key.split(".", 3)[3]])
+    x = torch.randn(3, 1, 16, 16)
+    deep = space.max_arch()
+    shallow = space.decode({**deep, "d1": 1})
+    before = {arch: supernet.extract(arch).eval()(x) for arch in (deep, shallow)}
+    # the copy computes what the shared block did
+    torch.testing.assert_close(before[shallow], plain.extract(shallow).eval()(x))
+    with torch.no_grad():
+        for parameter in supernet.depth_stages.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    for arch in (deep, shallow):
+        supernet.set_active(arch)
+        subnet = supernet.extract(arch).eval()
+        torch.testing.assert_close(supernet(x), subnet(x))
+        assert set(subnet.state_dict()) == set(plain.extract(arch).state_dict())
+    # only the shallow last stage's subnets run the blocks that changed
+    torch.testing.assert_close(supernet.extract(deep).eval()(x), before[deep])
+    assert not torch.allclose(supernet.extract(shallow).eval()(x), before[shallow])
+    assert supernet.stage_blocks([2, 1])[-1][0] is not supernet.stage_blocks([2, 2])[-1][0]
+    # default depths [1, 2, 3]: the depth-2 copy's second block has a skip connection
+    norms = [len(_space(last_depth_stages=split).build_supernet(10, 1).residual_branch_norms())
+             for split in (False, True)]
+    assert norms[1] == norms[0] + 1
+    assert "last_depth_stages" in space.supernet_only_options
