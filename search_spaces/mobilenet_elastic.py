@@ -310,8 +310,8 @@ class ElasticMobileNetV3(PooledClassifier, Supernet):
     Its stem is shared as is, and so are the head and classifier unless the space's
     ``last_depth_heads`` gives each depth of the last stage its own; the last stage's blocks
     are shared by its depths unless ``last_depth_stages`` gives each depth a copy of its
-    own. Every block holds the weights of its largest configuration. ``forward`` runs the active subnet, and
-    ``extract`` copies a subnet's weights into a static ``MobileNetV3``.
+    own. Every block holds the weights of its largest configuration. ``forward`` runs the
+    active subnet, and ``extract`` copies a subnet's weights into a static ``MobileNetV3``.
 
     Args:
         space: The search space the supernet belongs to.
