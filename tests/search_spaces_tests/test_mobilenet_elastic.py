@@ -195,6 +195,29 @@ def _plain_and_optioned(
     return plain, space, supernet, sorted(set(supernet.state_dict()) - set(plain.state_dict()))
 
 
+def _perturb_shallow_last_depth(
+    plain: ElasticMobileNetV3, space: MobileNetElasticSpace, supernet: ElasticMobileNetV3,
+    module: torch.nn.Module,
+) -> None:
+    """Perturbs ``module``, which only subnets with a one-block last stage should read, and
+    asserts that the supernet still agrees with its extracted subnets, that these have the
+    plain modules, and that only the shallow subnet's output changed."""
+    x = torch.randn(3, 1, 16, 16)
+    deep = space.max_arch()
+    shallow = space.decode({**deep, "d1": 1})
+    before = {arch: supernet.extract(arch).eval()(x) for arch in (deep, shallow)}
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    for arch in (deep, shallow):
+        supernet.set_active(arch)
+        subnet = supernet.extract(arch).eval()
+        torch.testing.assert_close(supernet(x), subnet(x))
+        assert set(subnet.state_dict()) == set(plain.extract(arch).state_dict())
+    torch.testing.assert_close(supernet.extract(deep).eval()(x), before[deep])
+    assert not torch.allclose(supernet.extract(shallow).eval()(x), before[shallow])
+
+
 def test_kernel_transform_changes_the_supernet_but_not_its_subnets() -> None:
     plain, space, supernet, extra = _plain_and_optioned(kernel_transform=True)
     # one 9x9 matrix (5 to 3) per block: stages of depth 2 and 2
@@ -219,21 +242,8 @@ def test_last_depth_heads_give_each_last_stage_depth_its_own_head() -> None:
     assert extra and all(key.startswith("depth_heads.1.") for key in extra)
     for key, value in plain.state_dict().items():  # the shared layers start unchanged
         torch.testing.assert_close(supernet.state_dict()[key], value)
-    x = torch.randn(3, 1, 16, 16)
-    deep = space.max_arch()
-    shallow = space.decode({**deep, "d1": 1})
-    before = {arch: supernet.extract(arch).eval()(x) for arch in (deep, shallow)}
-    with torch.no_grad():
-        for parameter in supernet.depth_heads.parameters():
-            parameter.add_(0.5)
-    for arch in (deep, shallow):
-        supernet.set_active(arch)
-        subnet = supernet.extract(arch).eval()
-        torch.testing.assert_close(supernet(x), subnet(x))
-        assert set(subnet.state_dict()) == set(plain.extract(arch).state_dict())
     # only the shallow last stage's subnets read the head that changed
-    torch.testing.assert_close(supernet.extract(deep).eval()(x), before[deep])
-    assert not torch.allclose(supernet.extract(shallow).eval()(x), before[shallow])
+    _perturb_shallow_last_depth(plain, space, supernet, supernet.depth_heads)
     assert supernet.head_layers(2)[2] is supernet.classifier
     assert supernet.head_layers(1)[2] is not supernet.classifier
     assert "last_depth_heads" in space.supernet_only_options
@@ -248,23 +258,14 @@ def test_last_depth_stages_give_each_last_stage_depth_its_own_blocks() -> None:
         torch.testing.assert_close(state[key], value)
     for key in extra:  # and the copy starts as the shared first block of the last stage
         torch.testing.assert_close(state[key], state["blocks.1.0." + key.split(".", 3)[3]])
-    x = torch.randn(3, 1, 16, 16)
-    deep = space.max_arch()
-    shallow = space.decode({**deep, "d1": 1})
-    before = {arch: supernet.extract(arch).eval()(x) for arch in (deep, shallow)}
     # the copy computes what the shared block did
-    torch.testing.assert_close(before[shallow], plain.extract(shallow).eval()(x))
-    with torch.no_grad():
-        for parameter in supernet.depth_stages.parameters():
-            parameter.add_(0.1 * torch.randn_like(parameter))
-    for arch in (deep, shallow):
-        supernet.set_active(arch)
-        subnet = supernet.extract(arch).eval()
-        torch.testing.assert_close(supernet(x), subnet(x))
-        assert set(subnet.state_dict()) == set(plain.extract(arch).state_dict())
+    x = torch.randn(3, 1, 16, 16)
+    shallow = space.decode({**space.max_arch(), "d1": 1})
+    torch.testing.assert_close(
+        supernet.extract(shallow).eval()(x), plain.extract(shallow).eval()(x)
+    )
     # only the shallow last stage's subnets run the blocks that changed
-    torch.testing.assert_close(supernet.extract(deep).eval()(x), before[deep])
-    assert not torch.allclose(supernet.extract(shallow).eval()(x), before[shallow])
+    _perturb_shallow_last_depth(plain, space, supernet, supernet.depth_stages)
     assert supernet.stage_blocks([2, 1])[-1][0] is not supernet.stage_blocks([2, 2])[-1][0]
     # default depths [1, 2, 3]: the depth-2 copy's second block has a skip connection
     norms = [len(_space(last_depth_stages=split).build_supernet(10, 1).residual_branch_norms())
